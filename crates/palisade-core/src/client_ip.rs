@@ -154,9 +154,10 @@ impl ClientIpResolver {
                     .iter()
                     .rev()
                     .flat_map(|line| {
-                        let entries = line.to_str().map_or_else(|_| vec![None], |s| {
-                            s.rsplit(',').map(parse_node).collect()
-                        });
+                        let entries = line.to_str().map_or_else(
+                            |_| vec![None],
+                            |s| s.rsplit(',').map(parse_node).collect(),
+                        );
                         entries.into_iter()
                     });
                 self.walk(peer, hops)
@@ -242,7 +243,7 @@ impl ClientIpResolverBuilder {
         let trusted = self
             .trusted
             .iter()
-            .map(|s| parse_cidr(s.trim()))
+            .map(|s| parse_network(s, "client_ip.trusted_proxies"))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ClientIpResolver {
             trusted: trusted.into(),
@@ -252,7 +253,11 @@ impl ClientIpResolverBuilder {
     }
 }
 
-fn parse_cidr(s: &str) -> Result<IpNet, ConfigError> {
+/// Parses a network in CIDR form (`10.0.0.0/8`) or a single address (as a /32
+/// or /128), for allowlists and proxy lists. IPv4-mapped IPv6 networks become
+/// IPv4 networks; host bits are cleared. The error names `setting`, never the value.
+pub fn parse_network(s: &str, setting: &'static str) -> Result<IpNet, ConfigError> {
+    let s = s.trim();
     let net = if s.contains('/') {
         s.parse::<IpNet>().ok()
     } else {
@@ -260,19 +265,18 @@ fn parse_cidr(s: &str) -> Result<IpNet, ConfigError> {
     };
     let net = net.ok_or_else(|| {
         ConfigError::new(
-            "client_ip.trusted_proxies",
+            setting,
             "each entry must be an IP address or a CIDR network",
         )
     })?;
     // Store the network address, and map v4-mapped v6 networks to v4.
     Ok(match net {
         IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
-            Some(v4) if v6.prefix_len() >= 96 => {
-                IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).map_err(|_| {
-                    ConfigError::new("client_ip.trusted_proxies", "invalid prefix length")
-                })?)
-                .trunc()
-            }
+            Some(v4) if v6.prefix_len() >= 96 => IpNet::V4(
+                Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .map_err(|_| ConfigError::new(setting, "invalid prefix length"))?,
+            )
+            .trunc(),
             _ => net.trunc(),
         },
         IpNet::V4(_) => net.trunc(),
@@ -381,7 +385,9 @@ fn parse_value(s: &str) -> Option<(String, &str)> {
         }
         None // unterminated
     } else {
-        let end = s.find(|c: char| !c.is_ascii() || !is_tchar(c as u8)).unwrap_or(s.len());
+        let end = s
+            .find(|c: char| !c.is_ascii() || !is_tchar(c as u8))
+            .unwrap_or(s.len());
         if end == 0 {
             return None;
         }

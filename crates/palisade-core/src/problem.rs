@@ -290,7 +290,11 @@ impl ProblemDetails {
         // Serialising this struct cannot fail: every field is a string, a number or
         // a list of strings. Fall back to a fixed document rather than panic anyway.
         serde_json::to_vec(self).map_or_else(
-            |_| Bytes::from_static(br#"{"type":"about:blank","title":"Internal server error","status":500}"#),
+            |_| {
+                Bytes::from_static(
+                    br#"{"type":"about:blank","title":"Internal server error","status":500}"#,
+                )
+            },
             Bytes::from,
         )
     }

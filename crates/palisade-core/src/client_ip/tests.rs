@@ -38,7 +38,9 @@ fn untrusted_peer_headers_are_ignored() {
     assert_eq!(r.resolve(ip("203.0.113.1"), &spoof).ip(), ip("203.0.113.1"));
     // No proxy configured at all: never read.
     assert_eq!(
-        ClientIpResolver::default().resolve(ip("10.0.0.1"), &xff(&["1.1.1.1"])).ip(),
+        ClientIpResolver::default()
+            .resolve(ip("10.0.0.1"), &xff(&["1.1.1.1"]))
+            .ip(),
         ip("10.0.0.1")
     );
 }
@@ -67,17 +69,36 @@ fn all_trusted_gives_leftmost() {
 #[test]
 fn missing_header_from_proxy_gives_proxy() {
     let r = behind_proxies();
-    assert_eq!(r.resolve(ip("10.0.0.2"), &HeaderMap::new()).ip(), ip("10.0.0.2"));
+    assert_eq!(
+        r.resolve(ip("10.0.0.2"), &HeaderMap::new()).ip(),
+        ip("10.0.0.2")
+    );
 }
 
 #[test]
 fn malformed_hop_stops_at_last_trusted() {
     let r = behind_proxies();
-    for bad in ["garbage", "", "999.1.1.1", "fe80::1%eth0", "1.2.3.4:99999", "[::1", "unknown"] {
+    for bad in [
+        "garbage",
+        "",
+        "999.1.1.1",
+        "fe80::1%eth0",
+        "1.2.3.4:99999",
+        "[::1",
+        "unknown",
+    ] {
         let h = xff(&[&format!("6.6.6.6, {bad}")]);
-        assert_eq!(r.resolve(ip("10.0.0.2"), &h).ip(), ip("10.0.0.2"), "{bad:?}");
+        assert_eq!(
+            r.resolve(ip("10.0.0.2"), &h).ip(),
+            ip("10.0.0.2"),
+            "{bad:?}"
+        );
         let h = xff(&[&format!("6.6.6.6, {bad}, 10.3.3.3")]);
-        assert_eq!(r.resolve(ip("10.0.0.2"), &h).ip(), ip("10.3.3.3"), "{bad:?}");
+        assert_eq!(
+            r.resolve(ip("10.0.0.2"), &h).ip(),
+            ip("10.3.3.3"),
+            "{bad:?}"
+        );
     }
     // A garbage prefix written by the client does not matter.
     let h = xff(&["not an ip, [[[, 203.0.113.9"]);
@@ -88,7 +109,10 @@ fn malformed_hop_stops_at_last_trusted() {
 fn non_utf8_header_is_a_malformed_hop() {
     let r = behind_proxies();
     let mut h = HeaderMap::new();
-    h.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"1.1.1.1, \xff").unwrap());
+    h.append(
+        X_FORWARDED_FOR,
+        HeaderValue::from_bytes(b"1.1.1.1, \xff").unwrap(),
+    );
     assert_eq!(r.resolve(ip("10.0.0.2"), &h).ip(), ip("10.0.0.2"));
 }
 
@@ -103,7 +127,11 @@ fn ports_and_brackets() {
         ("\t203.0.113.9 ", "203.0.113.9"),
     ];
     for (entry, want) in cases {
-        assert_eq!(r.resolve(ip("10.0.0.2"), &xff(&[entry])).ip(), ip(want), "{entry}");
+        assert_eq!(
+            r.resolve(ip("10.0.0.2"), &xff(&[entry])).ip(),
+            ip(want),
+            "{entry}"
+        );
     }
 }
 
@@ -118,16 +146,25 @@ fn ipv4_mapped_addresses_are_ipv4() {
         .trusted_proxy("::ffff:10.0.0.0/104")
         .build()
         .unwrap();
-    assert_eq!(r.trusted_proxies(), &["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+    assert_eq!(
+        r.trusted_proxies(),
+        &["10.0.0.0/8".parse::<IpNet>().unwrap()]
+    );
 }
 
 #[test]
 fn ipv6_peers_and_proxies() {
     let r = behind_proxies();
     let h = xff(&["2001:db8:1::5, 2001:db8:ffff::1"]);
-    assert_eq!(r.resolve(ip("2001:db8:ffff::2"), &h).ip(), ip("2001:db8:1::5"));
+    assert_eq!(
+        r.resolve(ip("2001:db8:ffff::2"), &h).ip(),
+        ip("2001:db8:1::5")
+    );
     let h = xff(&["2001:db8:1::5"]);
-    assert_eq!(r.resolve(ip("2001:db8:fffe::2"), &h).ip(), ip("2001:db8:fffe::2"));
+    assert_eq!(
+        r.resolve(ip("2001:db8:fffe::2"), &h).ip(),
+        ip("2001:db8:fffe::2")
+    );
 }
 
 #[test]
@@ -144,7 +181,9 @@ fn ipv6_keys_group_by_prefix() {
 
     let r48 = ClientIpResolver::builder().ipv6_prefix(48).build().unwrap();
     assert_eq!(
-        r48.resolve(ip("2001:db8:1:3::1"), &HeaderMap::new()).key().to_string(),
+        r48.resolve(ip("2001:db8:1:3::1"), &HeaderMap::new())
+            .key()
+            .to_string(),
         "2001:db8:1::/48"
     );
 }
@@ -152,7 +191,10 @@ fn ipv6_keys_group_by_prefix() {
 #[test]
 fn bad_configuration_is_an_error() {
     for bad in ["10.0.0.0/33", "not-a-net", "", "10.0.0.0/8/1", "::/129"] {
-        let err = ClientIpResolver::builder().trusted_proxy(bad).build().unwrap_err();
+        let err = ClientIpResolver::builder()
+            .trusted_proxy(bad)
+            .build()
+            .unwrap_err();
         assert_eq!(err.setting(), "client_ip.trusted_proxies");
         // The error never echoes the value.
         if !bad.is_empty() {
@@ -160,9 +202,17 @@ fn bad_configuration_is_an_error() {
         }
     }
     for bad in [0, 129, 255] {
-        assert!(ClientIpResolver::builder().ipv6_prefix(bad).build().is_err());
+        assert!(
+            ClientIpResolver::builder()
+                .ipv6_prefix(bad)
+                .build()
+                .is_err()
+        );
     }
-    let r = ClientIpResolver::builder().trusted_proxy("10.1.2.3").build().unwrap();
+    let r = ClientIpResolver::builder()
+        .trusted_proxy("10.1.2.3")
+        .build()
+        .unwrap();
     assert_eq!(r.trusted_proxies()[0].to_string(), "10.1.2.3/32");
 }
 
@@ -179,8 +229,14 @@ fn forwarded_header() {
         (&["For=\"[2001:db8:cafe::17]:4711\""], "2001:db8:cafe::17"),
         (&["for=192.0.2.60;proto=http;by=203.0.113.43"], "192.0.2.60"),
         (&["for=6.6.6.6, for=203.0.113.9"], "203.0.113.9"),
-        (&["for=6.6.6.6", "for=203.0.113.9;proto=https, for=10.4.4.4"], "203.0.113.9"),
-        (&["for=\"6.6.6.6, for=7.7.7.7\", for=203.0.113.9"], "203.0.113.9"),
+        (
+            &["for=6.6.6.6", "for=203.0.113.9;proto=https, for=10.4.4.4"],
+            "203.0.113.9",
+        ),
+        (
+            &["for=\"6.6.6.6, for=7.7.7.7\", for=203.0.113.9"],
+            "203.0.113.9",
+        ),
         (&["for=\"203.0.113.9:80\""], "203.0.113.9"),
         // unknown / obfuscated / missing `for` stop at the last trusted hop
         (&["for=6.6.6.6, for=unknown"], "10.0.0.2"),
@@ -195,7 +251,11 @@ fn forwarded_header() {
         (&["for=1.1.1.1,"], "10.0.0.2"),
     ];
     for (lines, want) in cases {
-        assert_eq!(r.resolve(peer, &forwarded(lines)).ip(), ip(want), "{lines:?}");
+        assert_eq!(
+            r.resolve(peer, &forwarded(lines)).ip(),
+            ip(want),
+            "{lines:?}"
+        );
     }
     // X-Forwarded-For is ignored when Forwarded is the configured header.
     assert_eq!(r.resolve(peer, &xff(&["203.0.113.9"])).ip(), peer);
@@ -262,7 +322,11 @@ mod layer {
     use tower::{ServiceBuilder, ServiceExt};
 
     async fn echo(req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
-        let ip = req.extensions().get::<ClientIp>().map(ToString::to_string).unwrap_or_default();
+        let ip = req
+            .extensions()
+            .get::<ClientIp>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         Ok(Response::new(Full::from(ip)))
     }
 
@@ -272,14 +336,23 @@ mod layer {
             .layer(ClientIpLayer::new(behind_proxies()))
             .service_fn(echo);
         let mut req = Request::new(Full::default());
-        req.headers_mut().insert(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1, 203.0.113.9"));
-        req.extensions_mut().insert(PeerAddr("10.0.0.1:5000".parse().unwrap()));
+        req.headers_mut().insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("1.1.1.1, 203.0.113.9"),
+        );
+        req.extensions_mut()
+            .insert(PeerAddr("10.0.0.1:5000".parse().unwrap()));
         let res = svc.clone().oneshot(req).await.unwrap();
-        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "203.0.113.9");
+        assert_eq!(
+            res.into_body().collect().await.unwrap().to_bytes(),
+            "203.0.113.9"
+        );
 
         let mut req = Request::new(Full::default());
         req.extensions_mut()
-            .insert(axum::extract::ConnectInfo::<SocketAddr>("[::1]:5000".parse().unwrap()));
+            .insert(axum::extract::ConnectInfo::<SocketAddr>(
+                "[::1]:5000".parse().unwrap(),
+            ));
         let res = svc.oneshot(req).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "::1");
     }
@@ -291,6 +364,9 @@ mod layer {
             .service_fn(echo);
         let res = svc.oneshot(Request::new(Full::default())).await.unwrap();
         assert_eq!(res.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(res.headers()[http::header::CONTENT_TYPE], crate::problem::PROBLEM_JSON);
+        assert_eq!(
+            res.headers()[http::header::CONTENT_TYPE],
+            crate::problem::PROBLEM_JSON
+        );
     }
 }

@@ -1,0 +1,270 @@
+use super::*;
+use http::StatusCode;
+use std::convert::Infallible;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+type Req = Request<String>;
+
+async fn plain(_req: Req) -> Result<Response<String>, Infallible> {
+    Ok(Response::builder()
+        .header("server", "nginx/1.0")
+        .header("x-powered-by", "PHP/5")
+        .body(String::new())
+        .unwrap())
+}
+
+async fn run<L>(layer: L, handler_headers: &[(&'static str, &'static str)]) -> Response<String>
+where
+    L: Layer<tower::util::BoxCloneService<Req, Response<String>, Infallible>>,
+    L::Service: Service<Req, Response = Response<String>, Error = Infallible>,
+{
+    let headers: Vec<_> = handler_headers.to_vec();
+    let inner = tower::util::BoxCloneService::new(service_fn(move |req: Req| {
+        let headers = headers.clone();
+        async move {
+            let mut res = plain(req).await?;
+            for (n, v) in headers {
+                res.headers_mut().insert(n, HeaderValue::from_static(v));
+            }
+            Ok::<_, Infallible>(res)
+        }
+    }));
+    layer
+        .layer(inner)
+        .oneshot(Request::new(String::new()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn api_profile_sets_the_contract_headers() {
+    let res = run(SecurityHeaders::api().build().unwrap(), &[]).await;
+    let h = res.headers();
+    let expect = [
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+        (
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=()",
+        ),
+        ("cache-control", "no-store"),
+    ];
+    for (name, value) in expect {
+        assert_eq!(
+            h.get(name).map(|v| v.to_str().unwrap()),
+            Some(value),
+            "{name}"
+        );
+    }
+    assert!(h.get("server").is_none());
+    assert!(h.get("x-powered-by").is_none());
+}
+
+#[tokio::test]
+async fn handler_headers_win_unless_overwrite() {
+    let handler = [
+        ("cache-control", "public, max-age=60"),
+        ("x-frame-options", "SAMEORIGIN"),
+    ];
+    let res = run(SecurityHeaders::api().build().unwrap(), &handler).await;
+    assert_eq!(res.headers()["cache-control"], "public, max-age=60");
+    assert_eq!(res.headers()["x-frame-options"], "SAMEORIGIN");
+
+    let res = run(
+        SecurityHeaders::api().overwrite(true).build().unwrap(),
+        &handler,
+    )
+    .await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.headers()["x-frame-options"], "DENY");
+}
+
+#[tokio::test]
+async fn inner_layer_overrides_a_route() {
+    // The route's own layer (inner) sets its values first; the global one keeps them.
+    let svc = ServiceBuilder::new()
+        .layer(SecurityHeaders::api().build().unwrap())
+        .layer(SecurityHeaders::html().build().unwrap())
+        .service_fn(plain);
+    let res = svc.oneshot(Request::new(String::new())).await.unwrap();
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert_eq!(res.headers()["x-frame-options"], "SAMEORIGIN");
+    // The api layer still adds what the html profile does not set.
+    assert_eq!(res.headers()["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn html_profile_has_a_fresh_nonce_per_request() {
+    let layer = SecurityHeaders::html().build().unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(|req: Req| async move {
+            let nonce = req
+                .extensions()
+                .get::<CspNonce>()
+                .unwrap()
+                .as_str()
+                .to_owned();
+            Ok::<_, Infallible>(Response::new(nonce))
+        });
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let res = svc
+            .clone()
+            .oneshot(Request::new(String::new()))
+            .await
+            .unwrap();
+        let csp = res.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let nonce = res.into_body();
+        assert_eq!(nonce.len(), 24, "128 bits, base64");
+        assert!(
+            csp.contains(&format!("script-src 'self' 'nonce-{nonce}'")),
+            "{csp}"
+        );
+        assert!(
+            csp.contains(&format!("style-src 'self' 'nonce-{nonce}'")),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"));
+        assert!(seen.insert(nonce), "nonce repeated");
+    }
+}
+
+#[tokio::test]
+async fn html_profile_headers() {
+    let res = run(SecurityHeaders::html().build().unwrap(), &[]).await;
+    let h = res.headers();
+    assert_eq!(h["x-frame-options"], "SAMEORIGIN");
+    assert_eq!(h["origin-agent-cluster"], "?1");
+    assert_eq!(h["x-xss-protection"], "0");
+    assert!(h.get("cache-control").is_none());
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("object-src 'none'") && csp.ends_with("upgrade-insecure-requests"),
+        "{csp}"
+    );
+}
+
+#[tokio::test]
+async fn report_only_mode() {
+    let csp = ContentSecurityPolicy::html().directive("report-uri", ["/csp-reports"]);
+    let layer = SecurityHeaders::html()
+        .content_security_policy(csp)
+        .csp_report_only(true)
+        .build()
+        .unwrap();
+    let res = run(layer, &[]).await;
+    assert!(res.headers().get("content-security-policy").is_none());
+    let ro = res.headers()["content-security-policy-report-only"]
+        .to_str()
+        .unwrap();
+    assert!(ro.ends_with("report-uri /csp-reports"), "{ro}");
+
+    // A handler-set policy is not overwritten by the report-only one either.
+    let layer = SecurityHeaders::api()
+        .content_security_policy(ContentSecurityPolicy::api().directive("report-to", ["csp"]))
+        .csp_report_only(true)
+        .build()
+        .unwrap();
+    let res = run(layer, &[("content-security-policy", "default-src 'self'")]).await;
+    assert_eq!(
+        res.headers()["content-security-policy"],
+        "default-src 'self'"
+    );
+    assert!(
+        res.headers()
+            .get("content-security-policy-report-only")
+            .is_none()
+    );
+}
+
+#[test]
+fn invalid_combinations_are_errors() {
+    let cases = [
+        SecurityHeaders::api().csp_report_only(true),
+        SecurityHeaders::api()
+            .without_content_security_policy()
+            .csp_report_only(true),
+        SecurityHeaders::api().hsts(Hsts {
+            max_age: 300,
+            include_subdomains: true,
+            preload: true,
+        }),
+        SecurityHeaders::api().hsts(Hsts {
+            max_age: 63_072_000,
+            include_subdomains: false,
+            preload: true,
+        }),
+        SecurityHeaders::api().header("x-custom", "line\nbreak"),
+        SecurityHeaders::api().header("bad name", "v"),
+        SecurityHeaders::api().header("content-security-policy", "default-src *"),
+        SecurityHeaders::api().content_security_policy(ContentSecurityPolicy::new()),
+        SecurityHeaders::api().content_security_policy(
+            ContentSecurityPolicy::api().directive("script-src", ["'self'; img-src *"]),
+        ),
+        SecurityHeaders::api().content_security_policy(
+            ContentSecurityPolicy::api().directive("Script Src", ["'self'"]),
+        ),
+        SecurityHeaders::api()
+            .content_security_policy(ContentSecurityPolicy::api().directive("img-src", [""])),
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        assert!(case.build().is_err(), "case {i} should be refused");
+    }
+    let ok = SecurityHeaders::api().hsts(Hsts {
+        max_age: 31_536_000,
+        include_subdomains: true,
+        preload: true,
+    });
+    assert!(ok.build().is_ok());
+}
+
+#[tokio::test]
+async fn profile_edits() {
+    let layer = SecurityHeaders::api()
+        .without("permissions-policy")
+        .header("X-Custom", "1")
+        .without_hsts()
+        .build()
+        .unwrap();
+    let res = run(layer, &[]).await;
+    assert!(res.headers().get("permissions-policy").is_none());
+    assert!(res.headers().get("strict-transport-security").is_none());
+    assert_eq!(res.headers()["x-custom"], "1");
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[test]
+fn default_layer_is_the_api_profile() {
+    assert!(SecurityHeaders::api().build().is_ok());
+    assert!(SecurityHeaders::html().build().is_ok());
+    let layer = SecurityHeadersLayer::default();
+    assert!(layer.config.csp.is_some());
+    assert_eq!(layer.config.fixed.len(), 8);
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_policy_compiles_or_errors(sources in proptest::collection::vec("[ -~\\t]{0,12}", 0..5)) {
+        let csp = ContentSecurityPolicy::api().directive("img-src", sources);
+        if let Ok(compiled) = csp.compile() {
+            let nonce = CspNonce::generate();
+            proptest::prop_assert!(compiled.render(nonce.as_ref()).is_some());
+        }
+    }
+}
