@@ -369,6 +369,17 @@ pub struct CorsLayer {
     config: Arc<Config>,
 }
 
+impl CorsLayer {
+    /// The exact origins this policy allows (empty for "any origin" or none).
+    pub fn origins(&self) -> impl Iterator<Item = &str> {
+        let list = match &self.config.origins {
+            AllowedOrigins::List(list) => list.as_slice(),
+            AllowedOrigins::Any => &[],
+        };
+        list.iter().map(Origin::as_str)
+    }
+}
+
 impl<S> Layer<S> for CorsLayer {
     type Service = CorsService<S>;
 

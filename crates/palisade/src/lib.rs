@@ -1,0 +1,58 @@
+//! Palisade: production-hard axum/tower services in an afternoon.
+//!
+//! This crate re-exports the Palisade crates behind features and offers
+//! [`SecureStack`](stack::SecureStack): every protection in the right order,
+//! with safe defaults, in one call.
+//!
+//! | feature | brings |
+//! | --- | --- |
+//! | `http` (default) | [`http`]: headers, CORS, timeouts, body limits, panics, CSRF, allowlists |
+//! | `axum` (default) | extractors (`ValidatedJson`, `ClientIp`, `CspNonce`), `IntoResponse` for problems, [`SecureLayer::apply`](stack::SecureLayer::apply) |
+//!
+//! [`core`] (problem details, client IP, clock, request id) is always there.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use palisade::prelude::*;
+//! use tower::ServiceExt;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let app = SecureStack::api()
+//!     .build()
+//!     .unwrap()
+//!     .apply(Router::new().route("/health", get(|| async { "ok" })));
+//!
+//! let mut req = http::Request::get("/nope").body(axum::body::Body::empty()).unwrap();
+//! req.extensions_mut().insert(palisade::core::client_ip::PeerAddr("127.0.0.1:1".parse().unwrap()));
+//! let res = app.oneshot(req).await.unwrap();
+//! assert_eq!(res.status(), 404);
+//! assert_eq!(res.headers()["content-type"], "application/problem+json");
+//! assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+//! # });
+//! ```
+
+pub use palisade_core as core;
+#[cfg(feature = "http")]
+pub use palisade_http as http;
+
+#[cfg(feature = "http")]
+pub mod stack;
+
+/// The names most services need.
+pub mod prelude {
+    pub use palisade_core::{
+        ClientIp, ClientIpResolver, ConfigError, FieldError, ProblemDetails, ProblemType, RequestId,
+    };
+    #[cfg(feature = "axum")]
+    pub use palisade_http::ValidatedJson;
+    #[cfg(feature = "http")]
+    pub use palisade_http::{
+        BodyLimitLayer, CatchPanicLayer, Cors, CrossOriginProtection, CspNonce, IpAllowlist,
+        SecurityHeaders, Timeout,
+    };
+
+    #[cfg(feature = "http")]
+    pub use crate::stack::{SecureLayer, SecureStack};
+}

@@ -1,0 +1,227 @@
+//! The secure-defaults stack: every Palisade layer, in the right order, in one call.
+//!
+//! From the outside in:
+//!
+//! | # | layer | why here |
+//! | --- | --- | --- |
+//! | 1 | [`SecurityHeadersLayer`] | outermost, so every response gets the headers, including the rejections and 500s produced by the layers below |
+//! | 2 | [`ClientIpLayer`] | resolves the client address once, before anything that keys on it (allowlists, rate limits, logs) |
+//! | 3 | [`CorsLayer`] | answers preflights before any work is done, and sits outside the rejecting layers so a browser can read their 413/503 problems |
+//! | 4 | [`CrossOriginProtectionLayer`] | refuses cross-site state-changing requests before they cost anything; trusts the CORS origins |
+//! | 5 | [`CatchPanicLayer`] | around everything that runs handler code, so a panic becomes a 500 that still passes through 1–4 |
+//! | 6 | [`TimeoutLayer`] | deadlines for the handler and its body reading |
+//! | 7 | [`BodyLimitLayer`] | innermost: wraps the very body the handler reads |
+//!
+//! The defaults: the `api` (or `html`) header profile; no CORS origin (preflights
+//! refused, no CORS headers); cross-origin protection on; the TCP peer as the
+//! client (no trusted proxy); 30 s per request; 1 MiB bodies. A route needing
+//! other values puts its own `TimeoutLayer`, `BodyLimitLayer` or
+//! `SecurityHeadersLayer` on itself: the innermost layer wins.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::post};
+//! use palisade::prelude::*;
+//!
+//! let layer = SecureStack::api()
+//!     .cors(Cors::new().allow_origin("https://app.example.com"))
+//!     .timeout(Timeout::new(Duration::from_secs(10)))
+//!     .body_limit(64 * 1024)
+//!     .build()
+//!     .unwrap();
+//! let app: Router = layer.apply(Router::new().route("/items", post(|| async { "created" })));
+//!
+//! // Unsafe configurations never reach production:
+//! let err = SecureStack::api()
+//!     .cors(Cors::new().allow_any_origin().allow_credentials(true))
+//!     .build()
+//!     .unwrap_err();
+//! assert_eq!(err.setting(), "cors.origins");
+//! ```
+
+use palisade_core::client_ip::{ClientIpLayer, ClientIpService};
+use palisade_core::{ClientIpResolver, ConfigError};
+use palisade_http::body_limit::BodyLimit;
+use palisade_http::catch_panic::CatchPanic;
+use palisade_http::cors::CorsService;
+use palisade_http::cross_origin::CrossOriginProtectionService;
+use palisade_http::headers::SecurityHeadersService;
+use palisade_http::timeout::TimeoutService;
+use palisade_http::{
+    BodyLimitLayer, CatchPanicLayer, Cors, CorsLayer, CrossOriginProtection,
+    CrossOriginProtectionLayer, SecurityHeaders, SecurityHeadersLayer, Timeout, TimeoutLayer,
+};
+use tower_layer::Layer;
+
+/// Builder of [`SecureLayer`]. See the [module docs](self) for the order and defaults.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SecureStack {
+    headers: SecurityHeaders,
+    cors: Cors,
+    trusted_origins: Vec<String>,
+    client_ip: ClientIpResolver,
+    timeout: Timeout,
+    body_limit: u64,
+}
+
+impl SecureStack {
+    /// The stack of a JSON API.
+    pub fn api() -> Self {
+        Self {
+            headers: SecurityHeaders::api(),
+            cors: Cors::new(),
+            trusted_origins: Vec::new(),
+            client_ip: ClientIpResolver::default(),
+            timeout: Timeout::new(palisade_http::timeout::DEFAULT_TIMEOUT),
+            body_limit: palisade_http::body_limit::DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// The stack of a server-rendered site (the `html` header profile with CSP nonces).
+    pub fn html() -> Self {
+        Self {
+            headers: SecurityHeaders::html(),
+            ..Self::api()
+        }
+    }
+
+    /// Replaces the security headers.
+    pub fn headers(mut self, headers: SecurityHeaders) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the CORS policy (default: no cross-origin access).
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = cors;
+        self
+    }
+
+    /// Trusts a cross-site origin for state-changing requests, beyond the CORS origins.
+    pub fn trust_origin(mut self, origin: impl Into<String>) -> Self {
+        self.trusted_origins.push(origin.into());
+        self
+    }
+
+    /// Sets how the client address is resolved (default: the TCP peer).
+    pub fn client_ip(mut self, resolver: ClientIpResolver) -> Self {
+        self.client_ip = resolver;
+        self
+    }
+
+    /// Sets the request deadlines (default: 30 s).
+    pub fn timeout(mut self, timeout: Timeout) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the request body limit in bytes (default: 1 MiB).
+    pub fn body_limit(mut self, bytes: u64) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Validates every part and builds the layer.
+    pub fn build(self) -> Result<SecureLayer, ConfigError> {
+        let cors = self.cors.build()?;
+        let cross_origin = cors
+            .origins()
+            .map(str::to_owned)
+            .chain(self.trusted_origins)
+            .fold(
+                CrossOriginProtection::new(),
+                CrossOriginProtection::trust_origin,
+            )
+            .build()?;
+        Ok(SecureLayer {
+            headers: self.headers.build()?,
+            client_ip: ClientIpLayer::new(self.client_ip),
+            cors,
+            cross_origin,
+            catch_panic: CatchPanicLayer::new(),
+            timeout: self.timeout.build()?,
+            body_limit: BodyLimitLayer::new(self.body_limit),
+        })
+    }
+}
+
+/// Every Palisade layer in order. Build it with [`SecureStack`].
+#[derive(Debug, Clone)]
+pub struct SecureLayer {
+    headers: SecurityHeadersLayer,
+    client_ip: ClientIpLayer,
+    cors: CorsLayer,
+    cross_origin: CrossOriginProtectionLayer,
+    catch_panic: CatchPanicLayer,
+    timeout: TimeoutLayer,
+    body_limit: BodyLimitLayer,
+}
+
+/// The service [`SecureLayer`] produces around `S`.
+pub type SecureService<S> = SecurityHeadersService<
+    ClientIpService<
+        CorsService<CrossOriginProtectionService<CatchPanic<TimeoutService<BodyLimit<S>>>>>,
+    >,
+>;
+
+impl<S> Layer<S> for SecureLayer {
+    type Service = SecureService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let inner = self.body_limit.layer(inner);
+        let inner = self.timeout.layer(inner);
+        let inner = self.catch_panic.layer(inner);
+        let inner = self.cross_origin.layer(inner);
+        let inner = self.cors.layer(inner);
+        let inner = self.client_ip.layer(inner);
+        self.headers.layer(inner)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl SecureLayer {
+    /// Wraps every route of `router` (add the routes first), and answers
+    /// unknown paths with a 404 problem and known paths with a wrong method
+    /// with a 405 problem (keeping `Allow`).
+    ///
+    /// Serve the router with `into_make_service_with_connect_info::<SocketAddr>()`
+    /// so the client address can be resolved.
+    pub fn apply<St>(self, router: axum::Router<St>) -> axum::Router<St>
+    where
+        St: Clone + Send + Sync + 'static,
+    {
+        router
+            .method_not_allowed_fallback(method_not_allowed)
+            .fallback(not_found)
+            .layer(self)
+    }
+}
+
+#[cfg(feature = "axum")]
+async fn not_found(id: Option<palisade_core::RequestId>) -> palisade_core::ProblemDetails {
+    problem(palisade_core::ProblemType::NOT_FOUND, id)
+}
+
+#[cfg(feature = "axum")]
+async fn method_not_allowed(id: Option<palisade_core::RequestId>) -> palisade_core::ProblemDetails {
+    problem(palisade_core::ProblemType::METHOD_NOT_ALLOWED, id)
+}
+
+#[cfg(feature = "axum")]
+fn problem(
+    kind: palisade_core::ProblemType,
+    id: Option<palisade_core::RequestId>,
+) -> palisade_core::ProblemDetails {
+    let problem = palisade_core::ProblemDetails::new(kind);
+    match id {
+        Some(id) => problem.with_request_id(id.as_str()),
+        None => problem,
+    }
+}
+
+#[cfg(test)]
+#[cfg(feature = "axum")]
+mod tests;
