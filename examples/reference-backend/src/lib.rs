@@ -1,0 +1,245 @@
+//! The Palisade reference backend: the template of a hardened axum service.
+//!
+//! Its HTTP contract is `shared/reference-api.md`. This crate is a library
+//! (the router, the settings, the server loop) plus a thin `main`, so that its
+//! pieces can be tested in-process as well as black-box.
+
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use palisade::core::ConfigError;
+use palisade::prelude::*;
+use serde_json::json;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+pub use settings::{Profile, Settings};
+
+/// How long in-flight requests may run after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The deadline of each readiness check.
+pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    db: SqlitePool,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State over an open database.
+    pub fn new(db: SqlitePool) -> Self {
+        Self {
+            db,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Marks the service as draining: `/ready` answers 503 from now on.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+}
+
+/// Why the server could not run.
+#[derive(Debug)]
+pub enum RunError {
+    /// The database could not be opened or migrated.
+    Database(sqlx::Error),
+    /// The data directory could not be created.
+    DataDir(std::io::Error),
+    /// The listen address could not be bound.
+    Bind(std::io::Error),
+    /// The HTTP stack refused the configuration.
+    Config(ConfigError),
+    /// The server failed while running.
+    Serve(std::io::Error),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Database(e) => write!(f, "database: {e}"),
+            Self::DataDir(e) => write!(f, "data directory: {e}"),
+            Self::Bind(e) => write!(f, "cannot listen: {e}"),
+            Self::Config(e) => write!(f, "{e}"),
+            Self::Serve(e) => write!(f, "server: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Opens (creating on first run) the SQLite database and applies the embedded migrations.
+pub async fn open_database(settings: &Settings) -> Result<SqlitePool, RunError> {
+    create_private_dir(&settings.data_dir).map_err(RunError::DataDir)?;
+    let options = SqliteConnectOptions::from_str(&settings.database_url)
+        .map_err(RunError::Database)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .map_err(RunError::Database)?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .map_err(|e| RunError::Database(e.into()))?;
+    Ok(pool)
+}
+
+/// Creates `dir` readable by its owner only (it holds the database and uploads).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The application: routes wrapped in the Palisade secure stack.
+pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigError> {
+    let client_ip = ClientIpResolver::builder()
+        .trusted_proxies(settings.trusted_proxies.iter().cloned())
+        .build()?;
+    let cors = Cors::new()
+        .allow_origins(settings.cors_origins.iter().cloned())
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers(["authorization", "content-type", "x-request-id"])
+        .expose_headers(["x-request-id", "retry-after"]);
+    let routes = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(state);
+    Ok(SecureStack::api()
+        .client_ip(client_ip)
+        .cors(cors)
+        .build()?
+        .apply(routes))
+}
+
+/// Liveness: the process is up. Checks nothing else.
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: every dependency answers within its deadline, and the process
+/// is not shutting down.
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let start = Instant::now();
+    let outcome = tokio::time::timeout(
+        READY_CHECK_TIMEOUT,
+        sqlx::query("SELECT 1").execute(&state.db),
+    )
+    .await;
+    let latency_ms = elapsed_ms(start);
+    let (database_up, database) = match outcome {
+        Ok(Ok(_)) => (true, json!({ "status": "up", "latency_ms": latency_ms })),
+        Ok(Err(_)) => {
+            tracing::warn!(check = "database", "readiness check failed");
+            let reason = "query failed";
+            (false, json!({ "status": "down", "latency_ms": latency_ms, "reason": reason }))
+        }
+        Err(_) => {
+            tracing::warn!(check = "database", "readiness check timed out");
+            let reason = "timed out";
+            (false, json!({ "status": "down", "latency_ms": latency_ms, "reason": reason }))
+        }
+    };
+    let draining = state.shutting_down.load(Ordering::Acquire);
+    let checks = json!({ "database": database });
+    if database_up && !draining {
+        return (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks })));
+    }
+    let mut body = json!({ "status": "not_ready", "checks": checks });
+    if draining {
+        if let Some(object) = body.as_object_mut() {
+            object.insert("reason".to_owned(), json!("shutting down"));
+        }
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+}
+
+fn elapsed_ms(start: Instant) -> f64 {
+    (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1_000.0
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains for at most
+/// [`SHUTDOWN_GRACE`].
+pub async fn run(settings: Settings) -> Result<(), RunError> {
+    let db = open_database(&settings).await?;
+    let state = AppState::new(db.clone());
+    let app = router(state.clone(), &settings).map_err(RunError::Config)?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(RunError::Bind)?;
+    let addr = listener.local_addr().map_err(RunError::Bind)?;
+    tracing::info!(addr = %addr, profile = %settings.profile, "listening");
+
+    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+    let shutdown_state = state.clone();
+    let graceful = async move {
+        shutdown_signal().await;
+        // Readiness turns red before the drain, so load balancers stop sending.
+        shutdown_state.begin_shutdown();
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = signalled_tx.send(true);
+    };
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful);
+    let deadline = async move {
+        let _ = signalled_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(RunError::Serve)?,
+        () = deadline => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "drain deadline passed; dropping remaining requests"),
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;
