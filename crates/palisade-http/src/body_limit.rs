@@ -236,13 +236,13 @@ where
             }
         }
         let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(frame)) = &frame {
-            if let Some(data) = frame.data_ref() {
-                guard.read = guard.read.saturating_add(data.len() as u64);
-                if guard.read > limit {
-                    guard.trip.trip();
-                    return Poll::Ready(Some(Err(BodyTooLarge.into())));
-                }
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            guard.read = guard.read.saturating_add(data.len() as u64);
+            if guard.read > limit {
+                guard.trip.trip();
+                return Poll::Ready(Some(Err(BodyTooLarge.into())));
             }
         }
         Poll::Ready(frame.map(|f| f.map_err(Into::into)))

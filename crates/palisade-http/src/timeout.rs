@@ -166,13 +166,13 @@ impl Timeout {
                 "must be greater than zero",
             ));
         }
-        if let Some(body) = self.body {
-            if body.is_zero() || body > self.total {
-                return Err(ConfigError::new(
-                    "timeout.body",
-                    "must be greater than zero and at most the request timeout",
-                ));
-            }
+        if let Some(body) = self.body
+            && (body.is_zero() || body > self.total)
+        {
+            return Err(ConfigError::new(
+                "timeout.body",
+                "must be greater than zero and at most the request timeout",
+            ));
         }
         if !matches!(
             self.status,

@@ -158,25 +158,33 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Err(_)) => {
             tracing::warn!(check = "database", "readiness check failed");
             let reason = "query failed";
-            (false, json!({ "status": "down", "latency_ms": latency_ms, "reason": reason }))
+            (
+                false,
+                json!({ "status": "down", "latency_ms": latency_ms, "reason": reason }),
+            )
         }
         Err(_) => {
             tracing::warn!(check = "database", "readiness check timed out");
             let reason = "timed out";
-            (false, json!({ "status": "down", "latency_ms": latency_ms, "reason": reason }))
+            (
+                false,
+                json!({ "status": "down", "latency_ms": latency_ms, "reason": reason }),
+            )
         }
     };
     let draining = state.shutting_down.load(Ordering::Acquire);
     let checks = json!({ "database": database });
     if database_up && !draining {
-        return (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks })));
+        return (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "checks": checks })),
+        );
     }
-    let mut body = json!({ "status": "not_ready", "checks": checks });
-    if draining {
-        if let Some(object) = body.as_object_mut() {
-            object.insert("reason".to_owned(), json!("shutting down"));
-        }
-    }
+    let body = if draining {
+        json!({ "status": "not_ready", "checks": checks, "reason": "shutting down" })
+    } else {
+        json!({ "status": "not_ready", "checks": checks })
+    };
     (StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 

@@ -1,8 +1,8 @@
 use super::*;
-use std::os::unix::fs::PermissionsExt;
 use axum::body::Body;
 use http::Request;
 use palisade::core::client_ip::PeerAddr;
+use std::os::unix::fs::PermissionsExt;
 use tower::ServiceExt;
 
 async fn app(dir: &Path) -> (Router, AppState) {

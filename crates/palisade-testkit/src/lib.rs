@@ -1,0 +1,30 @@
+//! Security assertions and attack corpora any service can run in its own
+//! tests.
+//!
+//! - [`http`]: a raw HTTP/1.1 client that sends exactly the bytes it is given,
+//!   for malformed and hostile requests that ordinary clients refuse to build;
+//! - [`redis`]: a real, throwaway `redis-server` on a unix socket, for tests of
+//!   anything that keeps its state in Redis (rate limits, lockouts, revoked
+//!   tokens), including what happens when the store goes away;
+//! - [`TestkitError`]: the error of every helper.
+//!
+//! Tests that need an external program (such as `redis-server`) start it
+//! themselves and fail with a message saying how to install it when it is
+//! missing: a security test that silently skips protects nothing.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_testkit::redis::RedisServer;
+//!
+//! let redis = RedisServer::start().unwrap();
+//! assert!(redis.socket_path().exists());
+//! redis.ping().unwrap();
+//! ```
+
+mod error;
+pub mod http;
+#[cfg(unix)]
+pub mod redis;
+
+pub use error::TestkitError;

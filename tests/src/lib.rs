@@ -1,0 +1,222 @@
+//! Runs the reference backend binary for black-box tests.
+//!
+//! [`Backend::start`] builds the binary once per test process (or uses
+//! `PALISADE_BACKEND_BIN`), starts it on a free loopback port with a private
+//! data directory and a clean environment, and waits for its `listening` log
+//! line. Dropping it kills the process.
+//!
+//! This is test-harness code: it panics with a message when the process
+//! under test misbehaves, which is how a test fails.
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::missing_panics_doc,
+    clippy::indexing_slicing // serde_json::Value indexing yields Null, never panics
+)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use palisade_testkit::http;
+
+/// How long the backend may take to start or to exit.
+pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The reference backend binary, built on first use.
+///
+/// # Panics
+///
+/// When the binary cannot be built: the tests cannot run without it.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("PALISADE_BACKEND_BIN") {
+            return PathBuf::from(path);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the tests package lives inside the workspace");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .current_dir(workspace)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "reference-backend",
+                "--bin",
+                "reference-backend",
+                "--message-format=json",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo runs");
+        assert!(output.status.success(), "building reference-backend failed");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["target"]["name"] == "reference-backend")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reports the reference-backend executable")
+    })
+}
+
+fn command(data_dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("APP_LISTEN", "127.0.0.1:0")
+        .env("APP_DATA_DIR", data_dir)
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A running reference backend.
+pub struct Backend {
+    child: Child,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    dir: tempfile::TempDir,
+}
+
+impl Backend {
+    /// Starts the backend with its defaults.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts the backend with extra environment variables.
+    ///
+    /// # Panics
+    ///
+    /// When it does not start and print its `listening` line in time.
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = command(&dir.path().join("data"), env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the backend starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(PROCESS_TIMEOUT)
+            .expect("the backend printed its listening line")
+            .parse()
+            .expect("the listening line has an address");
+        Self {
+            child,
+            addr,
+            logs,
+            dir,
+        }
+    }
+
+    /// The log lines printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// The data directory it was started with.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (e.g. `TERM`) and waits for the process to exit.
+    ///
+    /// # Panics
+    ///
+    /// When it does not exit in time.
+    pub fn stop(mut self, signal: &str) -> (ExitStatus, Vec<String>) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let status = wait(&mut self.child);
+        // Let the reader thread drain stdout.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !self.logs().iter().any(|l| l.contains("\"stopped\"")) {
+            std::thread::yield_now();
+        }
+        (status, self.logs())
+    }
+}
+
+fn wait(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PROCESS_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backend did not exit in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the backend expecting it to exit by itself (a refused configuration),
+/// returning its status, stdout and stderr.
+///
+/// # Panics
+///
+/// When it does not exit in time.
+pub fn run_to_exit(env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = command(&dir.path().join("data"), env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the backend starts");
+    let status = wait(&mut child);
+    let read = |r: Option<&mut dyn std::io::Read>| {
+        let mut s = String::new();
+        if let Some(r) = r {
+            let _ = r.read_to_string(&mut s);
+        }
+        s
+    };
+    let stdout = read(child.stdout.as_mut().map(|s| s as &mut dyn std::io::Read));
+    let stderr = read(child.stderr.as_mut().map(|s| s as &mut dyn std::io::Read));
+    (status, stdout, stderr)
+}

@@ -1,0 +1,137 @@
+//! Hostile input against the reference backend binary: malformed requests,
+//! oversized heads, header injection attempts, floods of connections. None
+//! may crash the process or produce a 5xx; the server keeps serving.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test code: a failed step is a failed test
+
+use std::io::Write;
+use std::time::Duration;
+
+use palisade_security_tests::Backend;
+use palisade_security_tests::http::{self, Request};
+
+/// Raw request heads a scanner or an attacker sends.
+fn corpus() -> Vec<Vec<u8>> {
+    let mut c: Vec<Vec<u8>> = [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"GET /health HTTP/1.0\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"GET /health HTTP/9.9\r\nhost: x\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nhost: x\r\nhost: y\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nhost: x\r\nx-forwarded-for: \xff\xfe\r\nconnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nhost: x\r\nforwarded: for=\"unterminated\r\nconnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 1.1.1.1, 999.1.1.1, [::1\r\nconnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nhost: x\r\nx-request-id: a\r\n b\r\nconnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nhost: x\r\norigin: null\r\nsec-fetch-site: cross-site\r\nconnection: close\r\n\r\n",
+        b"POST /health HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello",
+        b"POST /health HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n",
+        b"POST /health HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n",
+        b"POST /health HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\nzz\r\n",
+        b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"GET /health%00 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"GET /\xc0\xae\xc0\xae/ HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"GET http://evil.example/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"GET * HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"CONNECT evil.example:443 HTTP/1.1\r\nhost: evil.example:443\r\n\r\n",
+        b"TRACE /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"OPTIONS /health HTTP/1.1\r\nhost: x\r\norigin: https://evil.example\r\naccess-control-request-method: DELETE\r\nconnection: close\r\n\r\n",
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .collect();
+    // A head far beyond any sane size.
+    let mut big = b"GET /health HTTP/1.1\r\nhost: x\r\n".to_vec();
+    for i in 0..2_000 {
+        big.extend_from_slice(format!("x-filler-{i}: {}\r\n", "a".repeat(64)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    c.push(big);
+    let mut long_xff =
+        b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-forwarded-for: ".to_vec();
+    long_xff.extend_from_slice("1.2.3.4, ".repeat(1_000).as_bytes());
+    long_xff.extend_from_slice(b"\r\n\r\n");
+    c.push(long_xff);
+    c
+}
+
+#[test]
+fn malformed_requests_never_yield_5xx_or_crash() {
+    let mut backend = Backend::start();
+    for (i, payload) in corpus().iter().enumerate() {
+        match http::raw(backend.addr, payload) {
+            Ok(res) => assert!(
+                res.status < 500,
+                "payload {i}: {} {}",
+                res.status,
+                res.text()
+            ),
+            // The server may refuse to answer garbage at all (hyper closes).
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ),
+                "payload {i}: {e}"
+            ),
+        }
+        assert!(backend.is_running(), "payload {i} killed the server");
+    }
+    assert_eq!(
+        Request::get("/health").send(backend.addr).unwrap().status,
+        200
+    );
+}
+
+#[test]
+fn cross_site_state_changing_requests_are_refused() {
+    let backend = Backend::start();
+    let res = Request::post("/health")
+        .header("origin", "https://evil.example")
+        .header("sec-fetch-site", "cross-site")
+        .body("x")
+        .send(backend.addr)
+        .unwrap();
+    assert_eq!(res.status, 403);
+    assert!(
+        res.json().unwrap()["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("cross-origin-denied")
+    );
+}
+
+#[test]
+fn a_flood_of_concurrent_connections_is_served() {
+    let backend = Backend::start();
+    let addr = backend.addr;
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| Request::get("/health").send(addr).map_or(0, |r| r.status))
+                    .filter(|s| *s == 200)
+                    .count()
+            })
+        })
+        .collect();
+    let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(ok, 400);
+}
+
+#[test]
+fn idle_half_open_connections_do_not_block_others() {
+    let backend = Backend::start();
+    // Slow-loris heads: connected, a partial request line, then silence.
+    let mut idle: Vec<_> = (0..50)
+        .map(|_| {
+            let mut s = http::connect(backend.addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    let res = Request::get("/health").send(backend.addr).unwrap();
+    assert_eq!(res.status, 200);
+    for s in &mut idle {
+        let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+    }
+}
