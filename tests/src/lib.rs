@@ -202,8 +202,14 @@ impl Drop for Backend {
 ///
 /// When it does not exit in time.
 pub fn run_to_exit(env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    run_to_exit_with_args(&[], env)
+}
+
+/// Like [`run_to_exit`], with command-line arguments.
+pub fn run_to_exit_with_args(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = command(&dir.path().join("data"), env)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,37 +1,76 @@
-//! The backend's settings, read from `APP_*` environment variables.
+//! The backend's settings (`shared/reference-api.md`, "Starting it"), loaded
+//! and validated by palisade-config: `APP_*` variables, an optional TOML file
+//! (`APP_CONFIG`), `APP_*_FILE` secret files.
 //!
-//! Every problem is collected and reported at once, one line per setting,
-//! naming the rule and never the value.
+//! Every problem is collected into one report, one line per setting, naming the
+//! rule and never the value; the binary prints it and exits 78.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use palisade::core::ConfigError;
 use palisade::core::client_ip::parse_network;
 use palisade::prelude::*;
+use palisade_config::keys::{HmacAlgorithm, HmacKey, KeyEncoding};
+use palisade_config::{Loader, Profile, Report, SecretString};
+use serde::{Deserialize, Deserializer};
+use validator::Validate;
 
-/// The deployment profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// Local development.
-    Dev,
-    /// Production: every protection enforced, nothing generated.
-    Prod,
+/// The settings as written by the operator, before checking.
+#[derive(Debug, Deserialize, Validate)]
+#[serde(default, deny_unknown_fields)]
+struct Raw {
+    listen: String,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    #[validate(url(message = "must be a redis://, rediss:// or redis+unix:// URL"))]
+    redis_url: Option<String>,
+    #[serde(deserialize_with = "list")]
+    trusted_proxies: Vec<String>,
+    #[serde(deserialize_with = "list")]
+    cors_origins: Vec<String>,
+    metrics_token: Option<SecretString>,
+    jwt_secret: Option<SecretString>,
+    /// Accepted so that a file may name its profile; read by the loader.
+    profile: Option<String>,
 }
 
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Dev => "dev",
-            Self::Prod => "prod",
-        })
+impl Default for Raw {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            redis_url: None,
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            metrics_token: None,
+            jwt_secret: None,
+            profile: None,
+        }
     }
 }
 
+/// A comma-separated string (environment) or a list (TOML).
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Either::deserialize(d)? {
+        Either::One(s) => s.split(',').map(str::to_owned).collect(),
+        Either::Many(v) => v,
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
 /// Validated settings.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Settings {
     /// Where to listen (`APP_LISTEN`).
     pub listen: SocketAddr,
@@ -45,119 +84,101 @@ pub struct Settings {
     pub trusted_proxies: Vec<String>,
     /// `APP_CORS_ORIGINS`: exact origins allowed to call the API from a browser.
     pub cors_origins: Vec<String>,
+    /// The JWT signing key (`APP_JWT_SECRET` / `APP_JWT_SECRET_FILE`), HS256.
+    pub jwt_key: HmacKey,
+    /// Warnings to log once logging is up (a generated key, a shared secret file).
+    pub warnings: Report,
 }
 
-/// Every problem found in the settings.
-#[derive(Debug, Default)]
-pub struct SettingsReport {
-    problems: Vec<ConfigError>,
-}
-
-impl SettingsReport {
-    fn push(&mut self, error: ConfigError) {
-        self.problems.push(error);
-    }
-
-    /// The problems found.
-    pub fn problems(&self) -> &[ConfigError] {
-        &self.problems
-    }
-}
-
-impl fmt::Display for SettingsReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "configuration refused ({} problem(s)):",
-            self.problems.len()
-        )?;
-        for p in &self.problems {
-            writeln!(f, "  - {p}")?;
-        }
-        Ok(())
-    }
-}
-
-fn list(value: Option<&String>) -> Vec<String> {
-    value
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
+const PREFIX: &str = "APP";
 
 impl Settings {
     /// Reads the settings from the process environment.
-    pub fn from_env() -> Result<Self, SettingsReport> {
-        Self::from_map(
-            &std::env::vars()
-                .filter(|(k, _)| k.starts_with("APP_"))
-                .collect(),
-        )
+    pub fn from_env() -> Result<Self, Report> {
+        Self::load(&Loader::new(PREFIX))
     }
 
-    /// Reads the settings from `APP_*` variables in `env`.
-    pub fn from_map(env: &BTreeMap<String, String>) -> Result<Self, SettingsReport> {
-        let mut report = SettingsReport::default();
-        let listen = env
-            .get("APP_LISTEN")
-            .map_or("127.0.0.1:8080", String::as_str)
-            .parse::<SocketAddr>()
-            .unwrap_or_else(|_| {
-                report.push(ConfigError::new(
-                    "APP_LISTEN",
-                    "must be an IP address and port, e.g. 127.0.0.1:8080",
-                ));
-                SocketAddr::from(([127, 0, 0, 1], 8080))
-            });
-        let profile = match env.get("APP_PROFILE").map(String::as_str) {
-            None | Some("dev") => Profile::Dev,
-            Some("prod") => Profile::Prod,
-            Some(_) => {
-                report.push(ConfigError::new("APP_PROFILE", "must be `dev` or `prod`"));
-                Profile::Dev
-            }
-        };
-        let data_dir = PathBuf::from(env.get("APP_DATA_DIR").map_or("./data", String::as_str));
-        let database_url = env
-            .get("APP_DATABASE_URL")
-            .cloned()
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("app.db").display()));
+    /// Reads the settings from the given `APP_*` variables (tests, tools).
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, Report>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self::load(&Loader::new(PREFIX).with_env(vars))
+    }
+
+    fn load(loader: &Loader) -> Result<Self, Report> {
+        let result = loader.load::<Raw>()?;
+        let mut report = result.warnings;
+        let profile = result.profile;
+        let raw = result.config;
+
+        let listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
+            report.problem(
+                loader.setting("listen"),
+                "must be an IP address and port, e.g. 127.0.0.1:8080",
+            );
+        });
+        let database_url = raw
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", raw.data_dir.join("app.db").display()));
         if !database_url.starts_with("sqlite:") {
-            report.push(ConfigError::new(
-                "APP_DATABASE_URL",
+            report.problem(
+                loader.setting("database_url"),
                 "must be a sqlite: URL (the only database this build supports)",
-            ));
+            );
         }
-        let trusted_proxies = list(env.get("APP_TRUSTED_PROXIES"));
-        for proxy in &trusted_proxies {
-            if let Err(e) = parse_network(proxy, "APP_TRUSTED_PROXIES") {
-                report.push(e);
-                break;
+        if let Some(url) = &raw.redis_url {
+            let scheme_ok = ["redis://", "rediss://", "redis+unix://"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !scheme_ok {
+                report.problem(
+                    loader.setting("redis_url"),
+                    "must be a redis://, rediss:// or redis+unix:// URL",
+                );
             }
         }
-        let cors_origins = list(env.get("APP_CORS_ORIGINS"));
+        if let Some(e) = raw
+            .trusted_proxies
+            .iter()
+            .find_map(|p| parse_network(p, "APP_TRUSTED_PROXIES").err())
+        {
+            report.problem(loader.setting("trusted_proxies"), e.rule().to_owned());
+        }
         if let Err(e) = Cors::new()
-            .allow_origins(cors_origins.iter().cloned())
+            .allow_origins(raw.cors_origins.iter().cloned())
             .build()
         {
-            report.push(ConfigError::new("APP_CORS_ORIGINS", e.rule().to_owned()));
+            report.problem(loader.setting("cors_origins"), e.rule().to_owned());
         }
-        if report.problems.is_empty() {
-            Ok(Self {
+        let _ = palisade_config::secret(
+            raw.metrics_token.as_ref(),
+            &loader.setting("metrics_token"),
+            32,
+            &mut report,
+        );
+        let jwt_key = palisade_config::hmac_key(
+            raw.jwt_secret.as_ref(),
+            &loader.setting("jwt_secret"),
+            HmacAlgorithm::Hs256,
+            KeyEncoding::Raw,
+            &profile,
+            &mut report,
+        );
+        match (listen, jwt_key) {
+            (Ok(listen), Some(jwt_key)) if report.is_ok() => Ok(Self {
                 listen,
                 profile,
-                data_dir,
+                data_dir: raw.data_dir,
                 database_url,
-                trusted_proxies,
-                cors_origins,
-            })
-        } else {
-            Err(report)
+                trusted_proxies: raw.trusted_proxies,
+                cors_origins: raw.cors_origins,
+                jwt_key,
+                warnings: report,
+            }),
+            _ => Err(report),
         }
     }
 }
@@ -166,57 +187,73 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    const STRONG: &str = "Zr5v0Lp2Xn4Bm6Yt8Hs1Jd3Fg7Kq9wCe2Vb4Nm6Qa8";
 
     #[test]
-    fn defaults() {
-        let s = Settings::from_map(&env(&[])).unwrap();
+    fn defaults_in_dev() {
+        let s = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.profile, Profile::Dev);
         assert_eq!(s.database_url, "sqlite://./data/app.db");
         assert!(s.cors_origins.is_empty() && s.trusted_proxies.is_empty());
+        // The generated key is announced.
+        assert_eq!(s.warnings.warnings()[0].setting, "APP_JWT_SECRET");
     }
 
     #[test]
     fn all_problems_reported_at_once_without_values() {
-        let report = Settings::from_map(&env(&[
+        let report = Settings::from_vars([
             ("APP_LISTEN", "nowhere-value"),
-            ("APP_PROFILE", "staging-value"),
+            ("APP_PROFILE", "prod"),
             ("APP_DATABASE_URL", "postgres://user:pw-value@db/app"),
             ("APP_TRUSTED_PROXIES", "10.0.0.0/8, bogus-value"),
             ("APP_CORS_ORIGINS", "*"),
-        ]))
+            ("APP_REDIS_URL", "http://cache-value"),
+            ("APP_METRICS_TOKEN", "token-value"),
+        ])
         .unwrap_err();
         let text = report.to_string();
         for setting in [
             "APP_LISTEN",
-            "APP_PROFILE",
             "APP_DATABASE_URL",
             "APP_TRUSTED_PROXIES",
             "APP_CORS_ORIGINS",
+            "APP_REDIS_URL",
+            "APP_METRICS_TOKEN",
+            "APP_JWT_SECRET",
         ] {
-            assert!(text.contains(setting), "{setting} missing from {text}");
+            assert!(
+                text.contains(&format!("  {setting}: ")),
+                "{setting} missing from {text}"
+            );
         }
-        assert_eq!(report.problems().len(), 5);
         assert!(!text.contains("-value"), "{text}");
     }
 
     #[test]
-    fn lists_are_trimmed() {
-        let s = Settings::from_map(&env(&[
+    fn lists_from_env_and_prod_with_a_strong_key() {
+        let s = Settings::from_vars([
+            ("APP_PROFILE", "prod"),
+            ("APP_JWT_SECRET", STRONG),
             (
                 "APP_CORS_ORIGINS",
                 " https://a.example , https://b.example,",
             ),
             ("APP_TRUSTED_PROXIES", "10.0.0.0/8,::1"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);
         assert_eq!(s.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        assert!(s.warnings.warnings().is_empty());
+        assert!(!format!("{s:?}").contains(&STRONG[..8]));
+    }
+
+    #[test]
+    fn unknown_settings_are_reported() {
+        let report = Settings::from_vars([("APP_JWT_SECRT", STRONG)]).unwrap_err();
+        assert_eq!(
+            report.problems()[0].to_string(),
+            "APP_JWT_SECRT: is not a known setting"
+        );
     }
 }

@@ -6,12 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use tower::ServiceExt;
 
 async fn app(dir: &Path) -> (Router, AppState) {
-    let settings = Settings::from_map(
-        &[("APP_DATA_DIR".to_owned(), dir.display().to_string())]
-            .into_iter()
-            .collect(),
-    )
-    .unwrap();
+    let settings = Settings::from_vars([("APP_DATA_DIR", dir.display().to_string())]).unwrap();
     let state = AppState::new(open_database(&settings).await.unwrap());
     (router(state.clone(), &settings).unwrap(), state)
 }
