@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)] // bench harness: a failed setup should abort loudly
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use palisade_bench::{bare, get_request, post_request, secured};
+use palisade_bench::{bare, get_request, post_request, secured, tower_http};
 use tower::ServiceExt;
 
 fn stack(c: &mut Criterion) {
@@ -14,7 +14,11 @@ fn stack(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("get_json");
-    for (name, app) in [("bare_axum", bare()), ("palisade_stack", secured())] {
+    for (name, app) in [
+        ("bare_axum", bare()),
+        ("tower_http_stack", tower_http()),
+        ("palisade_stack", secured()),
+    ] {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.to_async(&rt).iter(|| {
                 let app = app.clone();
@@ -29,7 +33,11 @@ fn stack(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("post_64k_body");
-    for (name, app) in [("bare_axum", bare()), ("palisade_stack", secured())] {
+    for (name, app) in [
+        ("bare_axum", bare()),
+        ("tower_http_stack", tower_http()),
+        ("palisade_stack", secured()),
+    ] {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.to_async(&rt).iter(|| {
                 let app = app.clone();

@@ -250,13 +250,19 @@ impl ProblemDetails {
         self
     }
 
-    /// Sets `request_id` from the request's [`RequestId`] extension when there is one.
+    /// Sets `request_id` when there is one.
     #[must_use]
-    pub fn with_request_id_from(mut self, extensions: &http::Extensions) -> Self {
-        if let Some(id) = extensions.get::<RequestId>() {
+    pub fn with_optional_request_id(mut self, id: Option<&RequestId>) -> Self {
+        if let Some(id) = id {
             self.request_id = Some(id.as_str().to_owned());
         }
         self
+    }
+
+    /// Sets `request_id` from the request's [`RequestId`] extension when there is one.
+    #[must_use]
+    pub fn with_request_id_from(self, extensions: &http::Extensions) -> Self {
+        self.with_optional_request_id(extensions.get::<RequestId>())
     }
 
     /// Appends a field error.

@@ -161,11 +161,9 @@ where
         let response = std::task::ready!(this.future.poll(cx))?;
         if this.trip.as_ref().is_some_and(Trip::is_tripped) {
             tracing::info!(reason = "body_too_large", "request rejected");
-            let mut problem = ProblemDetails::new(ProblemType::PAYLOAD_TOO_LARGE)
-                .with_detail("the request body is larger than this route accepts");
-            if let Some(id) = this.request_id.take() {
-                problem = problem.with_request_id(id.as_str());
-            }
+            let problem = ProblemDetails::new(ProblemType::PAYLOAD_TOO_LARGE)
+                .with_detail("the request body is larger than this route accepts")
+                .with_optional_request_id(this.request_id.as_ref());
             return Poll::Ready(Ok(rejection(problem)));
         }
         Poll::Ready(Ok(response.map(ResponseBody::inner)))

@@ -83,12 +83,9 @@ impl RequestInfo {
             panic = message,
             "handler panicked"
         );
-        let problem = ProblemDetails::new(ProblemType::INTERNAL)
-            .with_detail("an unexpected error occurred; quote the request id when reporting it");
-        match &self.request_id {
-            Some(id) => problem.with_request_id(id.as_str()),
-            None => problem,
-        }
+        ProblemDetails::new(ProblemType::INTERNAL)
+            .with_detail("an unexpected error occurred; quote the request id when reporting it")
+            .with_optional_request_id(self.request_id.as_ref())
     }
 }
 

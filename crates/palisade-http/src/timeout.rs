@@ -277,11 +277,7 @@ struct State {
 
 impl State {
     fn problem(&self, kind: ProblemType) -> ProblemDetails {
-        let problem = ProblemDetails::new(kind);
-        match &self.request_id {
-            Some(id) => problem.with_request_id(id.as_str()),
-            None => problem,
-        }
+        ProblemDetails::new(kind).with_optional_request_id(self.request_id.as_ref())
     }
 }
 

@@ -202,24 +202,14 @@ impl SecureLayer {
 
 #[cfg(feature = "axum")]
 async fn not_found(id: Option<palisade_core::RequestId>) -> palisade_core::ProblemDetails {
-    problem(palisade_core::ProblemType::NOT_FOUND, id)
+    palisade_core::ProblemDetails::new(palisade_core::ProblemType::NOT_FOUND)
+        .with_optional_request_id(id.as_ref())
 }
 
 #[cfg(feature = "axum")]
 async fn method_not_allowed(id: Option<palisade_core::RequestId>) -> palisade_core::ProblemDetails {
-    problem(palisade_core::ProblemType::METHOD_NOT_ALLOWED, id)
-}
-
-#[cfg(feature = "axum")]
-fn problem(
-    kind: palisade_core::ProblemType,
-    id: Option<palisade_core::RequestId>,
-) -> palisade_core::ProblemDetails {
-    let problem = palisade_core::ProblemDetails::new(kind);
-    match id {
-        Some(id) => problem.with_request_id(id.as_str()),
-        None => problem,
-    }
+    palisade_core::ProblemDetails::new(palisade_core::ProblemType::METHOD_NOT_ALLOWED)
+        .with_optional_request_id(id.as_ref())
 }
 
 #[cfg(test)]
