@@ -35,6 +35,7 @@
 //! | runs, sequences, keyboard walks | 6+ repeated, consecutive or neighbouring characters | padding and guessable patterns | NIST SP 800-63B §3.1.1.2 |
 //! | entropy | under 3 bits per character or 100 bits in all | guessable | NIST SP 800-63B §3.1.1.2 (guessable values), OWASP Cryptographic Storage |
 //! | missing secret | in `prod` and custom profiles; in `dev` a random key is generated with a WARN (tokens do not survive a restart) | no implicit weak fallback | OWASP ASVS 5 V13.3 |
+//! | remote fallback URL | a URL setting left at a default that points at another machine ([`Loaded::check_url_fallback`]) | a default must never route traffic to production silently | OWASP ASVS 5 V13.1 (configuration) |
 //! | both `X` and `X_FILE` | ambiguous source | which one is live? | — |
 //! | secret file readable by others | warning | other local users can read the key | CIS Docker benchmark 5.x |
 //! | figment type errors | reported by setting, without the value | values may be secrets | — |

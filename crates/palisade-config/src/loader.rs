@@ -119,6 +119,54 @@ impl<T> Loaded<T> {
     pub fn is_explicit(&self, key: &str) -> bool {
         self.explicit.contains(key)
     }
+
+    /// Refuses a URL setting that was left at a default pointing at another
+    /// machine: a default like `redis://cache.prod.internal` silently sends a
+    /// developer's (or a misconfigured instance's) traffic to production.
+    /// Defaults may only point at the local machine (loopback, `localhost`,
+    /// unix sockets, local files).
+    pub fn check_url_fallback(
+        &self,
+        key: &str,
+        setting: &str,
+        url: Option<&str>,
+        report: &mut Report,
+    ) {
+        if let Some(url) = url
+            && !self.is_explicit(key)
+            && !is_local_url(url)
+        {
+            report.problem(
+                setting,
+                "defaults to a URL on another machine; set it explicitly",
+            );
+        }
+    }
+}
+
+/// Whether `url` designates this machine: a file or unix socket, or a host
+/// that is loopback or `localhost`.
+fn is_local_url(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return false;
+    };
+    if scheme == "sqlite" || scheme == "file" || scheme.ends_with("+unix") || scheme == "unix" {
+        return true;
+    }
+    let Some(authority) = rest.strip_prefix("//") else {
+        return false;
+    };
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Loads a configuration. See the [module docs](self).

@@ -109,10 +109,10 @@ impl Settings {
     }
 
     fn load(loader: &Loader) -> Result<Self, Report> {
-        let result = loader.load::<Raw>()?;
-        let mut report = result.warnings;
-        let profile = result.profile;
-        let raw = result.config;
+        let mut result = loader.load::<Raw>()?;
+        let mut report = std::mem::take(&mut result.warnings);
+        let profile = result.profile.clone();
+        let raw = std::mem::take(&mut result.config);
 
         let listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
             report.problem(
@@ -123,6 +123,12 @@ impl Settings {
         let database_url = raw
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", raw.data_dir.join("app.db").display()));
+        result.check_url_fallback(
+            "database_url",
+            &loader.setting("database_url"),
+            Some(&database_url),
+            &mut report,
+        );
         if !database_url.starts_with("sqlite:") {
             report.problem(
                 loader.setting("database_url"),

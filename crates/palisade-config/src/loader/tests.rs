@@ -238,3 +238,34 @@ fn profile_names() {
         assert_eq!(Profile::parse(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn remote_defaults_are_refused_local_ones_and_explicit_ones_pass() {
+    let loaded = load(&[("APP_LISTEN", "127.0.0.1:1")]).unwrap();
+    let check = |key: &str, url: &str| {
+        let mut report = Report::default();
+        loaded.check_url_fallback(key, "APP_X", Some(url), &mut report);
+        report.is_ok()
+    };
+    for local in [
+        "sqlite://./data/app.db",
+        "redis+unix:///run/redis.sock",
+        "redis://127.0.0.1:6379",
+        "redis://localhost",
+        "postgres://user:pw@[::1]:5432/db",
+        "http://127.0.0.2/x",
+    ] {
+        assert!(check("redis_url", local), "{local}");
+    }
+    for remote in [
+        "redis://cache.prod.internal:6379",
+        "postgres://app:pw@db.example.com/app",
+        "redis://10.0.0.5",
+        "https://localhost.evil.example",
+        "not a url",
+    ] {
+        assert!(!check("redis_url", remote), "{remote}");
+    }
+    // Set explicitly, a remote URL is the operator's choice.
+    assert!(check("listen", "redis://cache.prod.internal:6379"));
+}
