@@ -34,6 +34,21 @@ impl RequestId {
         is_valid(value.as_bytes()).then(|| Self(Arc::from(value)))
     }
 
+    /// An id made from `value` whatever it holds: characters outside
+    /// `[A-Za-z0-9._-]` are dropped, the rest is cut to 128; an empty result
+    /// becomes `-`. For ids built from trusted material (a generated UUID).
+    pub fn sanitized(value: &str) -> Self {
+        let mut id: String = value
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .take(MAX_REQUEST_ID_LEN)
+            .collect();
+        if id.is_empty() {
+            id.push('-');
+        }
+        Self(Arc::from(id))
+    }
+
     /// Validates raw header bytes.
     pub fn from_bytes(value: &[u8]) -> Option<Self> {
         std::str::from_utf8(value).ok().and_then(Self::parse)
@@ -100,6 +115,14 @@ mod tests {
         fn safe_ids_are_accepted(s in "[A-Za-z0-9._-]{1,128}") {
             let id = RequestId::parse(&s).unwrap();
             prop_assert_eq!(id.as_str(), s.as_str());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn sanitized_ids_are_always_valid(s in "\\PC{0,300}") {
+            let id = RequestId::sanitized(&s);
+            prop_assert!(RequestId::parse(id.as_str()).is_some());
         }
     }
 

@@ -6,7 +6,7 @@
 //!
 //! | feature | brings |
 //! | --- | --- |
-//! | `http` (default) | [`http`]: headers, CORS, timeouts, body limits, panics, CSRF, allowlists |
+//! | `http` (default) | [`http`]: headers, CORS, timeouts, body limits, panics, CSRF, allowlists; [`telemetry`]: request ids, JSON logs, access logs |
 //! | `axum` (default) | extractors (`ValidatedJson`, `ClientIp`, `CspNonce`), `IntoResponse` for problems, [`SecureLayer::apply`](stack::SecureLayer::apply) |
 //!
 //! [`core`] (problem details, client IP, clock, request id) is always there.
@@ -36,6 +36,8 @@
 pub use palisade_core as core;
 #[cfg(feature = "http")]
 pub use palisade_http as http;
+#[cfg(feature = "http")]
+pub use palisade_telemetry as telemetry;
 
 #[cfg(feature = "http")]
 pub mod stack;
@@ -52,6 +54,9 @@ pub mod prelude {
         BodyLimitLayer, CatchPanicLayer, Cors, CrossOriginProtection, CspNonce, IpAllowlist,
         SecurityHeaders, Timeout,
     };
+
+    #[cfg(feature = "http")]
+    pub use palisade_telemetry::{AccessLogLayer, RequestIdLayer};
 
     #[cfg(feature = "http")]
     pub use crate::stack::{SecureLayer, SecureStack};

@@ -4,13 +4,15 @@
 //!
 //! | # | layer | why here |
 //! | --- | --- | --- |
-//! | 1 | [`SecurityHeadersLayer`] | outermost, so every response gets the headers, including the rejections and 500s produced by the layers below |
-//! | 2 | [`ClientIpLayer`] | resolves the client address once, before anything that keys on it (allowlists, rate limits, logs) |
-//! | 3 | [`CorsLayer`] | answers preflights before any work is done, and sits outside the rejecting layers so a browser can read their 413/503 problems |
-//! | 4 | [`CrossOriginProtectionLayer`] | refuses cross-site state-changing requests before they cost anything; trusts the CORS origins |
-//! | 5 | [`CatchPanicLayer`] | around everything that runs handler code, so a panic becomes a 500 that still passes through 1–4 |
-//! | 6 | [`TimeoutLayer`] | deadlines for the handler and its body reading |
-//! | 7 | [`BodyLimitLayer`] | innermost: wraps the very body the handler reads |
+//! | 1 | [`RequestIdLayer`] | outermost: every response, whichever layer produced it, carries `X-Request-Id`, and every log line below has the id |
+//! | 2 | [`SecurityHeadersLayer`] | every response gets the headers, including the rejections and 500s produced by the layers below |
+//! | 3 | [`ClientIpLayer`] | resolves the client address once, before anything that keys on it (access log, allowlists, rate limits) |
+//! | 4 | [`AccessLogLayer`] | one line per request with its client address, and with the final status of every rejection below |
+//! | 5 | [`CorsLayer`] | answers preflights before any work is done, and sits outside the rejecting layers so a browser can read their 413/503 problems |
+//! | 6 | [`CrossOriginProtectionLayer`] | refuses cross-site state-changing requests before they cost anything; trusts the CORS origins |
+//! | 7 | [`CatchPanicLayer`] | around everything that runs handler code, so a panic becomes a 500 that still passes through 1–6 |
+//! | 8 | [`TimeoutLayer`] | deadlines for the handler and its body reading |
+//! | 9 | [`BodyLimitLayer`] | innermost: wraps the very body the handler reads |
 //!
 //! The defaults: the `api` (or `html`) header profile; no CORS origin (preflights
 //! refused, no CORS headers); cross-origin protection on; the TCP peer as the
@@ -53,6 +55,9 @@ use palisade_http::{
     BodyLimitLayer, CatchPanicLayer, Cors, CorsLayer, CrossOriginProtection,
     CrossOriginProtectionLayer, SecurityHeaders, SecurityHeadersLayer, Timeout, TimeoutLayer,
 };
+use palisade_telemetry::access::AccessLog;
+use palisade_telemetry::request_id::RequestIdService;
+use palisade_telemetry::{AccessLogLayer, RequestIdLayer};
 use tower_layer::Layer;
 
 /// Builder of [`SecureLayer`]. See the [module docs](self) for the order and defaults.
@@ -127,6 +132,7 @@ impl SecureStack {
     /// Validates every part and builds the layer.
     pub fn build(self) -> Result<SecureLayer, ConfigError> {
         let cors = self.cors.build()?;
+        let request_id = RequestIdLayer::new();
         let cross_origin = cors
             .origins()
             .map(str::to_owned)
@@ -137,6 +143,7 @@ impl SecureStack {
             )
             .build()?;
         Ok(SecureLayer {
+            request_id,
             headers: self.headers.build()?,
             client_ip: ClientIpLayer::new(self.client_ip),
             cors,
@@ -151,6 +158,7 @@ impl SecureStack {
 /// Every Palisade layer in order. Build it with [`SecureStack`].
 #[derive(Debug, Clone)]
 pub struct SecureLayer {
+    request_id: RequestIdLayer,
     headers: SecurityHeadersLayer,
     client_ip: ClientIpLayer,
     cors: CorsLayer,
@@ -161,9 +169,13 @@ pub struct SecureLayer {
 }
 
 /// The service [`SecureLayer`] produces around `S`.
-pub type SecureService<S> = SecurityHeadersService<
-    ClientIpService<
-        CorsService<CrossOriginProtectionService<CatchPanic<TimeoutService<BodyLimit<S>>>>>,
+pub type SecureService<S> = RequestIdService<
+    SecurityHeadersService<
+        ClientIpService<
+            AccessLog<
+                CorsService<CrossOriginProtectionService<CatchPanic<TimeoutService<BodyLimit<S>>>>>,
+            >,
+        >,
     >,
 >;
 
@@ -176,8 +188,10 @@ impl<S> Layer<S> for SecureLayer {
         let inner = self.catch_panic.layer(inner);
         let inner = self.cross_origin.layer(inner);
         let inner = self.cors.layer(inner);
+        let inner = AccessLogLayer.layer(inner);
         let inner = self.client_ip.layer(inner);
-        self.headers.layer(inner)
+        let inner = self.headers.layer(inner);
+        self.request_id.layer(inner)
     }
 }
 

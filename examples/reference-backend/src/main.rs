@@ -5,25 +5,12 @@
 
 use std::process::ExitCode;
 
+use palisade::telemetry::LogConfig;
 use palisade_config::EX_CONFIG;
 use reference_backend::{Settings, run};
-use tracing_subscriber::EnvFilter;
 
 /// sysexits.h `EX_USAGE`: the command line is wrong.
 const EX_USAGE: u8 = 64;
-
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stdout)
-        .init();
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -49,15 +36,34 @@ async fn main() -> ExitCode {
         println!("configuration ok (profile {})", settings.profile);
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    let logs = match palisade::telemetry::init(&LogConfig {
+        format: settings.log_format,
+        ..LogConfig::default()
+    }) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
     for w in settings.warnings.warnings() {
         tracing::warn!(setting = %w.setting, "{}", w.rule);
     }
-    match run(settings).await {
+    let code = match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "reference-backend failed");
             ExitCode::FAILURE
         }
+    };
+    let dropped = logs.dropped_lines();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "log lines were dropped because stdout could not keep up"
+        );
     }
+    // Dropping the guard flushes the queued lines before the process exits.
+    drop(logs);
+    code
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use palisade::core::client_ip::parse_network;
 use palisade::prelude::*;
+use palisade::telemetry::LogFormat;
 use palisade_config::keys::{HmacAlgorithm, HmacKey, KeyEncoding};
 use palisade_config::{Loader, Profile, Report, SecretString};
 use serde::{Deserialize, Deserializer};
@@ -30,6 +31,7 @@ struct Raw {
     cors_origins: Vec<String>,
     metrics_token: Option<SecretString>,
     jwt_secret: Option<SecretString>,
+    log_format: Option<String>,
     /// Accepted so that a file may name its profile; read by the loader.
     profile: Option<String>,
 }
@@ -45,6 +47,7 @@ impl Default for Raw {
             cors_origins: Vec::new(),
             metrics_token: None,
             jwt_secret: None,
+            log_format: None,
             profile: None,
         }
     }
@@ -86,6 +89,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// The JWT signing key (`APP_JWT_SECRET` / `APP_JWT_SECRET_FILE`), HS256.
     pub jwt_key: HmacKey,
+    /// `APP_LOG_FORMAT`: `json` (default) or `pretty` for local development.
+    pub log_format: LogFormat,
     /// Warnings to log once logging is up (a generated key, a shared secret file).
     pub warnings: Report,
 }
@@ -173,6 +178,14 @@ impl Settings {
             &profile,
             &mut report,
         );
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(_) => {
+                report.problem(loader.setting("log_format"), "must be `json` or `pretty`");
+                LogFormat::Json
+            }
+        };
         match (listen, jwt_key) {
             (Ok(listen), Some(jwt_key)) if report.is_ok() => Ok(Self {
                 listen,
@@ -182,6 +195,7 @@ impl Settings {
                 trusted_proxies: raw.trusted_proxies,
                 cors_origins: raw.cors_origins,
                 jwt_key,
+                log_format,
                 warnings: report,
             }),
             _ => Err(report),

@@ -62,6 +62,8 @@ async fn send(r: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
 }
 
 fn assert_hardened(headers: &http::HeaderMap) {
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert!(palisade_core::RequestId::parse(id).is_some(), "{id}");
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["x-frame-options"], "DENY");
     assert!(headers.contains_key("content-security-policy"));

@@ -1,0 +1,316 @@
+//! A JSON log format with `request_id` at the top level of every line.
+//!
+//! tracing-subscriber's stock JSON format nests span fields under
+//! `span`/`spans`, so a log query for one request has to dig. [`JsonFormat`]
+//! writes one flat object per line:
+//!
+//! ```text
+//! {"timestamp":"2026-11-22T09:00:00.123456Z","level":"INFO","target":"app","message":"saved","order":42,"request_id":"0193…"}
+//! ```
+//!
+//! The `request_id` comes from the nearest enclosing span that has one (the
+//! span [`RequestIdLayer`](crate::RequestIdLayer) opens), so lines from
+//! handlers, from inner layers and from tasks started with
+//! [`spawn`](crate::spawn) all carry it. [`RequestIdRecorder`] must be in the
+//! subscriber (as [`init`](crate::init) does) for the formatter to find it.
+//!
+//! Fields whose names say they hold a secret (`authorization`, `cookie`,
+//! `password`, `token`, `secret`, `api_key`...; configurable) are written as
+//! `"[REDACTED]"` whatever their value.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use palisade_telemetry::{JsonFormat, RequestIdRecorder};
+//! use tracing_subscriber::prelude::*;
+//!
+//! #[derive(Clone, Default)]
+//! struct Buf(Arc<Mutex<Vec<u8>>>);
+//! impl std::io::Write for Buf {
+//!     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().write(b) }
+//!     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+//! }
+//! let buf = Buf::default();
+//! let writer = buf.clone();
+//! let subscriber = tracing_subscriber::registry()
+//!     .with(RequestIdRecorder)
+//!     .with(tracing_subscriber::fmt::layer().event_format(JsonFormat::default()).with_writer(move || writer.clone()));
+//! tracing::subscriber::with_default(subscriber, || {
+//!     let span = tracing::error_span!("request", request_id = "req-7");
+//!     let _e = span.enter();
+//!     tracing::info!(password = "hunter2", "login");
+//! });
+//! let line: serde_json::Value = serde_json::from_slice(&buf.0.lock().unwrap()).unwrap();
+//! assert_eq!(line["request_id"], "req-7");
+//! assert_eq!(line["message"], "login");
+//! assert_eq!(line["password"], "[REDACTED]");
+//! ```
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+/// Field names redacted by default (compared case-insensitively, `-` and `_` alike).
+pub const DEFAULT_REDACTED_FIELDS: &[&str] = &[
+    "authorization",
+    "proxy_authorization",
+    "cookie",
+    "set_cookie",
+    "x_api_key",
+    "api_key",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "key",
+];
+
+/// The request id of a span, stored in its extensions by [`RequestIdRecorder`].
+#[derive(Debug, Clone)]
+struct SpanRequestId(String);
+
+/// A tracing layer that remembers the `request_id` field of spans, for
+/// [`JsonFormat`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdRecorder;
+
+impl<S> tracing_subscriber::Layer<S> for RequestIdRecorder
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        struct Find(Option<String>);
+        impl Visit for Find {
+            fn record_str(&mut self, field: &Field, value: &str) {
+                if field.name() == "request_id" {
+                    self.0 = Some(value.to_owned());
+                }
+            }
+            fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+                if field.name() == "request_id" {
+                    // `%id` arrives as Debug of a Display wrapper: its text.
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut find = Find(None);
+        attrs.record(&mut find);
+        if let (Some(value), Some(span)) = (find.0, ctx.span(id)) {
+            span.extensions_mut().insert(SpanRequestId(value));
+        }
+    }
+}
+
+/// The JSON line format. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct JsonFormat {
+    redacted: Arc<[String]>,
+}
+
+impl Default for JsonFormat {
+    fn default() -> Self {
+        Self::with_redacted_fields(DEFAULT_REDACTED_FIELDS.iter().copied())
+    }
+}
+
+fn normalise(name: &str) -> String {
+    name.to_ascii_lowercase().replace('-', "_")
+}
+
+impl JsonFormat {
+    /// A format that redacts exactly these field names.
+    pub fn with_redacted_fields<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self {
+            redacted: names.into_iter().map(|n| normalise(n.as_ref())).collect(),
+        }
+    }
+
+    fn is_redacted(&self, name: &str) -> bool {
+        // Field names are ASCII identifiers; compare without allocating.
+        self.redacted.iter().any(|r| {
+            r.len() == name.len()
+                && r.bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a == b.to_ascii_lowercase() || (a == b'_' && b == b'-'))
+        })
+    }
+}
+
+/// Writes `s` as the contents of a JSON string.
+fn escape(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let replacement = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f | 0x7f => "",
+            _ => continue,
+        };
+        out.write_str(s.get(start..i).unwrap_or(""))?;
+        if replacement.is_empty() {
+            write!(out, "\\u{b:04x}")?;
+        } else {
+            out.write_str(replacement)?;
+        }
+        start = i + 1;
+    }
+    out.write_str(s.get(start..).unwrap_or(""))
+}
+
+/// An adapter that escapes everything written through it.
+struct Escaping<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape(self.0, s)
+    }
+}
+
+struct Fields<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    format: &'a JsonFormat,
+    result: fmt::Result,
+    has_request_id: bool,
+}
+
+impl Fields<'_, '_> {
+    fn key(&mut self, field: &Field) -> bool {
+        if self.result.is_err() {
+            return false;
+        }
+        if field.name() == "request_id" {
+            self.has_request_id = true;
+        }
+        self.result = self
+            .writer
+            .write_str(",\"")
+            .and_then(|()| escape(self.writer, field.name()))
+            .and_then(|()| self.writer.write_str("\":"));
+        if self.result.is_ok() && self.format.is_redacted(field.name()) {
+            self.result = self.writer.write_str("\"[REDACTED]\"");
+            return false;
+        }
+        self.result.is_ok()
+    }
+
+    fn string(&mut self, value: fmt::Arguments<'_>) {
+        self.result = self
+            .writer
+            .write_char('"')
+            .and_then(|()| Escaping(self.writer).write_fmt(value))
+            .and_then(|()| self.writer.write_char('"'));
+    }
+}
+
+impl Visit for Fields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.key(field) {
+            self.string(format_args!("{value}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.key(field) {
+            self.string(format_args!("{value:?}"));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.key(field) {
+            self.result = write!(self.writer, "{value}");
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.key(field) {
+            self.result = write!(self.writer, "{value}");
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.key(field) {
+            self.result = write!(self.writer, "{value}");
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.key(field) {
+            self.result = if value.is_finite() {
+                write!(self.writer, "{value}")
+            } else {
+                write!(self.writer, "\"{value}\"")
+            };
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.key(field) {
+            self.string(format_args!("{value}"));
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        writer.write_str("{\"timestamp\":\"")?;
+        SystemTime.format_time(&mut writer)?;
+        write!(writer, "\",\"level\":\"{}\",\"target\":\"", meta.level())?;
+        escape(&mut writer, meta.target())?;
+        writer.write_char('"')?;
+        let mut fields = Fields {
+            writer: &mut writer,
+            format: self,
+            result: Ok(()),
+            has_request_id: false,
+        };
+        event.record(&mut fields);
+        fields.result?;
+        if !fields.has_request_id {
+            let id = ctx.event_scope().and_then(|scope| {
+                scope.into_iter().find_map(|span| {
+                    span.extensions()
+                        .get::<SpanRequestId>()
+                        .map(|r| r.0.clone())
+                })
+            });
+            if let Some(id) = id {
+                writer.write_str(",\"request_id\":\"")?;
+                escape(&mut writer, &id)?;
+                writer.write_char('"')?;
+            }
+        }
+        writer.write_str("}\n")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+use super::*;
+use std::sync::Mutex;
+use tracing_subscriber::prelude::*;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+fn capture<R>(f: impl FnOnce() -> R) -> (R, Capture) {
+    let buf = Capture::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::registry().with(RequestIdRecorder).with(
+        tracing_subscriber::fmt::layer()
+            .event_format(JsonFormat::default())
+            .with_writer(move || writer.clone()),
+    );
+    (tracing::subscriber::with_default(subscriber, f), buf)
+}
+
+#[test]
+fn lines_have_the_contract_fields_and_a_top_level_request_id() {
+    let ((), buf) = capture(|| {
+        tracing::info!("outside");
+        let span = tracing::error_span!("request", request_id = %"req-1");
+        let _e = span.enter();
+        let inner = tracing::info_span!("db", table = "users");
+        let _i = inner.enter();
+        tracing::warn!(rows = 3u64, ok = true, ratio = 0.5, "inside");
+    });
+    let lines = buf.lines();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].get("request_id").is_none());
+    let l = &lines[1];
+    for key in ["timestamp", "level", "target", "message"] {
+        assert!(l.get(key).is_some(), "{key} in {l}");
+    }
+    assert_eq!(l["request_id"], "req-1");
+    assert_eq!(l["level"], "WARN");
+    assert_eq!(l["rows"], 3);
+    assert_eq!(l["ok"], true);
+    assert!(l.get("span").is_none() && l.get("spans").is_none(), "{l}");
+    let ts = l["timestamp"].as_str().unwrap();
+    assert!(
+        ts.ends_with('Z') && ts.len() >= 20 && &ts[10..11] == "T",
+        "{ts}"
+    );
+}
+
+#[test]
+fn secret_fields_are_redacted() {
+    let ((), buf) = capture(|| {
+        tracing::info!(authorization = "Bearer tok-123", cookie = "sid=abc", password = %"hunter2", api_key = ?"k-1", user = "ann", "x");
+    });
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    for secret in ["tok-123", "sid=abc", "hunter2", "k-1"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert_eq!(buf.lines()[0]["user"], "ann");
+    assert_eq!(buf.lines()[0]["authorization"], "[REDACTED]");
+}
+
+proptest::proptest! {
+    #[test]
+    fn every_line_is_valid_json(message in "\\PC*", value in proptest::prelude::any::<String>()) {
+        let ((), buf) = capture(|| {
+            tracing::info!(field = %value, "{message}");
+        });
+        let lines = buf.lines();
+        proptest::prop_assert_eq!(lines.len(), 1);
+        proptest::prop_assert_eq!(lines[0]["message"].as_str().unwrap(), message.as_str());
+        proptest::prop_assert_eq!(lines[0]["field"].as_str().unwrap(), value.as_str());
+    }
+}

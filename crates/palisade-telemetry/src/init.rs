@@ -1,0 +1,132 @@
+//! One call to set up logging: JSON lines (or a pretty format for local
+//! development) on stdout through a non-blocking, bounded writer, filtered by
+//! `RUST_LOG`.
+//!
+//! The writer never blocks a request: lines go to a bounded queue drained by
+//! a background thread, and when the queue is full (a stalled pipe, a slow
+//! collector) new lines are dropped and counted — see
+//! [`LogGuard::dropped_lines`] — instead of waited for. Keep the returned
+//! [`LogGuard`] alive; dropping it flushes what is queued.
+//!
+//! # Example
+//!
+//! ```no_run
+//! let logs = palisade_telemetry::init(&palisade_telemetry::LogConfig::default()).unwrap();
+//! tracing::info!(addr = "127.0.0.1:8080", "listening");
+//! assert_eq!(logs.dropped_lines(), 0);
+//! ```
+
+use std::io::Write;
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+use crate::format::{JsonFormat, RequestIdRecorder};
+
+/// How lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    #[default]
+    Json,
+    /// Human-readable, coloured lines (local development).
+    Pretty,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// The line format.
+    pub format: LogFormat,
+    /// The filter when `RUST_LOG` is not set.
+    pub default_filter: String,
+    /// Lines buffered before new ones are dropped.
+    pub buffered_lines: usize,
+    /// Field names written as `[REDACTED]` (JSON format).
+    pub redacted_fields: Vec<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            default_filter: "info".to_owned(),
+            buffered_lines: 16_384,
+            redacted_fields: crate::format::DEFAULT_REDACTED_FIELDS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// Keeps the background writer alive; dropping it flushes the queue.
+#[derive(Debug)]
+pub struct LogGuard {
+    _worker: WorkerGuard,
+    dropped: ErrorCounter,
+}
+
+impl LogGuard {
+    /// Lines dropped because the queue was full.
+    pub fn dropped_lines(&self) -> usize {
+        self.dropped.dropped_lines()
+    }
+}
+
+/// Why logging could not be set up.
+#[derive(Debug)]
+pub struct InitError(String);
+
+impl std::fmt::Display for InitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot initialise logging: {}", self.0)
+    }
+}
+
+impl std::error::Error for InitError {}
+
+/// Installs the global subscriber writing to stdout. See the [module docs](self).
+pub fn init(config: &LogConfig) -> Result<LogGuard, InitError> {
+    init_with_writer(config, std::io::stdout())
+}
+
+/// Like [`init`], writing to `writer`.
+pub fn init_with_writer<W: Write + Send + 'static>(
+    config: &LogConfig,
+    writer: W,
+) -> Result<LogGuard, InitError> {
+    let (writer, worker) = NonBlockingBuilder::default()
+        .buffered_lines_limit(config.buffered_lines)
+        .lossy(true)
+        .finish(writer);
+    let dropped = writer.error_counter();
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.default_filter))
+        .map_err(|e| InitError(e.to_string()))?;
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(RequestIdRecorder);
+    let result = match config.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(JsonFormat::with_redacted_fields(&config.redacted_fields))
+                    .with_writer(writer),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .pretty()
+                    .with_writer(writer),
+            )
+            .try_init(),
+    };
+    result.map_err(|e| InitError(e.to_string()))?;
+    Ok(LogGuard {
+        _worker: worker,
+        dropped,
+    })
+}

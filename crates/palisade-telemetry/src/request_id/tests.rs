@@ -1,0 +1,158 @@
+use super::*;
+use proptest::prelude::*;
+use std::convert::Infallible;
+use tower::{ServiceBuilder, ServiceExt};
+
+fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (n, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            HeaderValue::from_bytes(v).unwrap(),
+        );
+    }
+    h
+}
+
+fn is_uuid_v7(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 7)
+}
+
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[test]
+fn incoming_ids_are_kept_only_when_valid() {
+    let ok = resolve(&headers(&[("x-request-id", b"abc-123_X.y")]), true);
+    assert_eq!(ok.id.as_str(), "abc-123_X.y");
+    for bad in [
+        &b""[..],
+        b"a b",
+        b"x\"y",
+        b"\xff",
+        &[b'a'; 129],
+        b"id\r\nset-cookie",
+    ] {
+        if HeaderValue::from_bytes(bad).is_err() {
+            continue;
+        }
+        let got = resolve(&headers(&[("x-request-id", bad)]), true);
+        assert!(is_uuid_v7(got.id.as_str()), "{bad:?} -> {}", got.id);
+    }
+    let ignored = resolve(&headers(&[("x-request-id", b"abc")]), false);
+    assert!(is_uuid_v7(ignored.id.as_str()));
+}
+
+#[test]
+fn traceparent_gives_the_id_when_there_is_none() {
+    let got = resolve(&headers(&[("traceparent", TRACE.as_bytes())]), true);
+    assert_eq!(got.id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(got.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    // An explicit request id wins, the trace is still joined.
+    let got = resolve(
+        &headers(&[("traceparent", TRACE.as_bytes()), ("x-request-id", b"mine")]),
+        true,
+    );
+    assert_eq!(got.id.as_str(), "mine");
+    assert_eq!(got.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    // A generated id starts a trace with the same UUID's 32 hex digits.
+    let got = resolve(&HeaderMap::new(), true);
+    assert_eq!(got.trace_id, got.id.as_str().replace('-', ""));
+    // An id without a trace starts a new one.
+    let got = resolve(&headers(&[("x-request-id", b"mine")]), true);
+    assert!(
+        parse_traceparent(format!("00-{}-00f067aa0ba902b7-01", got.trace_id).as_bytes()).is_some()
+    );
+}
+
+#[test]
+fn traceparent_parsing() {
+    assert!(parse_traceparent(TRACE.as_bytes()).is_some());
+    for bad in [
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        "garbage",
+    ] {
+        assert!(parse_traceparent(bad.as_bytes()).is_none(), "{bad}");
+    }
+    // A future version may carry more fields.
+    assert!(
+        parse_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some()
+    );
+}
+
+proptest! {
+    #[test]
+    fn any_header_yields_a_valid_id(value in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let Ok(v) = HeaderValue::from_bytes(&value) else { return Ok(()) };
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, v.clone());
+        h.insert(TRACEPARENT, v);
+        let got = resolve(&h, true);
+        prop_assert!(RequestId::parse(got.id.as_str()).is_some());
+        prop_assert!(HeaderValue::from_str(got.id.as_str()).is_ok());
+    }
+}
+
+#[tokio::test]
+async fn echoed_on_every_response_and_visible_to_spawned_tasks_and_clients() {
+    let svc = ServiceBuilder::new()
+        .layer(RequestIdLayer::new())
+        .service_fn(|req: Request<()>| async move {
+            let seen = req.extensions().get::<RequestId>().unwrap().clone();
+            // A spawned task and an outbound request see the same id.
+            let spawned = spawn(async { current().map(|c| c.id) }).await.unwrap();
+            assert_eq!(spawned.as_ref(), Some(&seen));
+            let mut outbound = HeaderMap::new();
+            propagate(&mut outbound);
+            assert_eq!(outbound[X_REQUEST_ID], seen.as_str());
+            let tp = outbound[TRACEPARENT].to_str().unwrap().to_owned();
+            assert!(parse_traceparent(tp.as_bytes()).is_some(), "{tp}");
+            // Rejections of inner layers are echoed too.
+            let mut res = Response::new(());
+            *res.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+            Ok::<_, Infallible>(res)
+        });
+    let req = Request::builder()
+        .header("x-request-id", "trace-me")
+        .body(())
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.headers()[X_REQUEST_ID], "trace-me");
+    assert!(
+        current().is_none(),
+        "the context does not leak out of the request"
+    );
+}
+
+#[tokio::test]
+async fn outbound_layer_keeps_explicit_headers() {
+    let client = ServiceBuilder::new()
+        .layer(PropagateRequestIdLayer)
+        .service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(req.headers().clone()) });
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736".to_owned();
+    let context = RequestContext {
+        id: RequestId::parse("outer").unwrap(),
+        trace_id: trace,
+    };
+    let sent = CURRENT
+        .scope(context, async {
+            let req = Request::builder()
+                .header("x-request-id", "explicit")
+                .body(())
+                .unwrap();
+            client.oneshot(req).await.unwrap()
+        })
+        .await;
+    assert_eq!(sent[X_REQUEST_ID], "explicit");
+    let tp = sent[TRACEPARENT].to_str().unwrap();
+    assert_eq!(
+        parse_traceparent(tp.as_bytes()),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+}

@@ -1,0 +1,150 @@
+//! Request ids and logs of the reference backend binary: the contract's
+//! "Every response" and "Logs" sections.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test code: a failed step is a failed test
+
+use palisade_security_tests::Backend;
+use palisade_security_tests::http::Request;
+
+fn json_lines(backend: &Backend) -> Vec<serde_json::Value> {
+    backend
+        .logs()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits (bounded) until the backend has logged a line matching `pred`.
+fn wait_for(backend: &Backend, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(line) = json_lines(backend).into_iter().find(&pred) {
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such log line: {:?}",
+            backend.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn request_id_is_echoed_and_on_the_access_line() {
+    let backend = Backend::start();
+    let res = Request::get("/health")
+        .header("x-request-id", "bb-test-42")
+        .send(backend.addr)
+        .unwrap();
+    assert_eq!(res.header("x-request-id"), Some("bb-test-42"));
+    let access = wait_for(&backend, |l| l["request_id"] == "bb-test-42");
+    assert_eq!(access["target"], "palisade::access");
+    assert_eq!(access["message"], "request");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["route"], "/health");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["client_ip"], "127.0.0.1");
+    assert!(access["latency_ms"].as_f64().unwrap() >= 0.0);
+    for key in ["timestamp", "level", "target", "message"] {
+        assert!(access.get(key).is_some(), "{key}");
+    }
+    // Every line the backend wrote is one JSON object with the contract's fields.
+    for line in json_lines(&backend) {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+    }
+}
+
+#[test]
+fn invalid_ids_are_replaced_and_rejections_carry_one() {
+    let backend = Backend::start();
+    for bad in ["x\"}{\"level\":\"ERROR", &"a".repeat(129), "has space"] {
+        let res = Request::get("/health")
+            .header("x-request-id", bad)
+            .send(backend.addr)
+            .unwrap();
+        let id = res.header("x-request-id").unwrap();
+        assert_eq!(id.len(), 36, "a UUIDv7 replaces {bad:?}: {id}");
+        assert_ne!(id, bad);
+    }
+    // Rejections produced by inner layers have an id too: 404, 405, 403.
+    for req in [
+        Request::get("/nope"),
+        Request::post("/health").body("x"),
+        Request::post("/health")
+            .header("sec-fetch-site", "cross-site")
+            .header("origin", "https://evil.example")
+            .body("x"),
+    ] {
+        let res = req.send(backend.addr).unwrap();
+        let id = res.header("x-request-id").unwrap().to_owned();
+        assert_eq!(
+            res.json().unwrap()["request_id"],
+            id.as_str(),
+            "status {}",
+            res.status
+        );
+        let access = wait_for(&backend, |l| {
+            l["request_id"] == id.as_str() && l["target"] == "palisade::access"
+        });
+        assert_eq!(access["status"], res.status);
+    }
+    // The cross-origin refusal was also logged, with the request id.
+    assert!(
+        json_lines(&backend)
+            .iter()
+            .any(|l| l["reason"] == "cross_origin" && l["request_id"].is_string())
+    );
+    let unmatched = wait_for(&backend, |l| l["status"] == 404);
+    assert_eq!(unmatched["route"], "<unmatched>");
+}
+
+#[test]
+fn traceparent_becomes_the_request_id() {
+    let backend = Backend::start();
+    let res = Request::get("/health")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .send(backend.addr)
+        .unwrap();
+    assert_eq!(
+        res.header("x-request-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+}
+
+#[test]
+fn credentials_never_reach_a_log_line() {
+    let backend = Backend::start();
+    let secrets = [
+        "Bearer eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.sig-4f2a",
+        "Basic cHJveHk6c2VjcmV0LXByb3h5",
+        "session=sess-7d1c9e",
+        "key-3b8f0a6e",
+        "qtok-91a7",
+        "qpass-55e1",
+        "qsecret-c0de",
+        "qkey-77f3",
+    ];
+    let res = Request::get(&format!(
+        "/health?token={}&password={}&secret={}&key={}",
+        secrets[4], secrets[5], secrets[6], secrets[7]
+    ))
+    .header("authorization", secrets[0])
+    .header("proxy-authorization", secrets[1])
+    .header("cookie", secrets[2])
+    .header("x-api-key", secrets[3])
+    .header("x-request-id", "redaction-check")
+    .send(backend.addr)
+    .unwrap();
+    assert_eq!(res.status, 200);
+    wait_for(&backend, |l| l["request_id"] == "redaction-check");
+    let all = backend.logs().join("\n");
+    for secret in secrets {
+        assert!(!all.contains(secret), "{secret} logged:\n{all}");
+    }
+    assert!(!all.contains("sess-7d1c9e") && !all.contains("eyJhbGci"));
+}
