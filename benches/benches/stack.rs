@@ -30,6 +30,32 @@ fn stack(c: &mut Criterion) {
             });
         });
     }
+    // The same stack with the JSON log format active (access line formatted,
+    // written to a sink): the cost of one access line per request.
+    {
+        use tracing_subscriber::prelude::*;
+        let subscriber = tracing_subscriber::registry()
+            .with(palisade::telemetry::RequestIdRecorder)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(palisade::telemetry::JsonFormat::default())
+                    .with_writer(std::io::sink),
+            );
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = secured();
+        group.bench_function(
+            BenchmarkId::from_parameter("palisade_stack_json_log"),
+            |b| {
+                b.to_async(&rt).iter(|| {
+                    let app = app.clone();
+                    async move {
+                        let res = app.oneshot(get_request("/health")).await.unwrap();
+                        axum::body::to_bytes(res.into_body(), 1024).await.unwrap()
+                    }
+                });
+            },
+        );
+    }
     group.finish();
 
     let mut group = c.benchmark_group("post_64k_body");

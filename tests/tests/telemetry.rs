@@ -148,3 +148,60 @@ fn credentials_never_reach_a_log_line() {
     }
     assert!(!all.contains("sess-7d1c9e") && !all.contains("eyJhbGci"));
 }
+
+#[test]
+fn metrics_count_requests_and_rejections_for_loopback_clients() {
+    let backend = Backend::start();
+    Request::get("/health").send(backend.addr).unwrap();
+    Request::get("/no-such-page").send(backend.addr).unwrap();
+    Request::post("/health")
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "https://evil.example")
+        .body("x")
+        .send(backend.addr)
+        .unwrap();
+    let res = Request::get("/metrics").send(backend.addr).unwrap();
+    assert_eq!(res.status, 200);
+    assert!(
+        res.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = res.text();
+    for needle in [
+        r#"http_requests_total{method="GET",route="/health",status="200"} 1"#,
+        r#"http_requests_total{method="GET",route="<unmatched>",status="404"} 1"#,
+        r#"palisade_rejections_total{reason="cross_origin_denied"} 1"#,
+        "# TYPE http_request_duration_seconds histogram",
+        "http_requests_in_flight",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+    assert!(
+        !text.contains("no-such-page"),
+        "raw paths never become labels"
+    );
+}
+
+#[test]
+fn metrics_token_is_required_when_configured() {
+    let token = "Qm9Xc2Vy7dLk3pT8vZ1nR4wY6hF0aJ2sG5bN8cE3";
+    let backend = Backend::start_with(&[("APP_METRICS_TOKEN", token)]);
+    let get = |auth: Option<&str>| {
+        let mut req = Request::get("/metrics");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send(backend.addr).unwrap()
+    };
+    let denied = get(None);
+    assert_eq!(denied.status, 403);
+    assert_eq!(
+        denied.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(get(Some("Bearer wrong-token")).status, 403);
+    assert_eq!(get(Some(&format!("Basic {token}"))).status, 403);
+    assert_eq!(get(Some(&format!("Bearer {token}"))).status, 200);
+    assert!(!backend.logs().join("\n").contains(token));
+}

@@ -469,7 +469,7 @@ where
             return ResponseFuture::early(
                 ProblemDetails::new(ProblemType::INTERNAL)
                     .with_request_id_from(req.extensions())
-                    .into_bytes_response(),
+                    .rejection("no_peer_address"),
             );
         };
         let client = self.resolver.resolve(peer, req.headers());

@@ -35,5 +35,5 @@ pub mod request_id;
 pub use client_ip::{ClientIp, ClientIpLayer, ClientIpResolver};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::ConfigError;
-pub use problem::{FieldError, ProblemDetails, ProblemType};
+pub use problem::{FieldError, ProblemDetails, ProblemType, Rejection};
 pub use request_id::RequestId;

@@ -169,6 +169,15 @@ impl ProblemType {
     }
 }
 
+/// Marks a response produced by a layer that refused the request, with the
+/// reason (`payload_too_large`, `timeout`, `cors_denied`...). Metrics count
+/// rejections by reason from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    /// A stable, low-cardinality reason.
+    pub reason: &'static str,
+}
+
 /// One invalid field of a request: `{"field","code","message"}`.
 ///
 /// `code` is machine-readable (`too_short`, `invalid_type`...); `message` is for
@@ -309,6 +318,15 @@ impl ProblemDetails {
     /// `Retry-After` when set, and the JSON body.
     pub fn into_response_with<B>(self) -> Response<ResponseBody<B>> {
         self.into_bytes_response().map(ResponseBody::full)
+    }
+
+    /// The response of a layer refusing a request: the problem document,
+    /// marked with a [`Rejection`] extension naming `reason` so that metrics
+    /// can count refusals by cause.
+    pub fn rejection(self, reason: &'static str) -> Response<Bytes> {
+        let mut response = self.into_bytes_response();
+        response.extensions_mut().insert(Rejection { reason });
+        response
     }
 
     /// Like [`into_response_with`](Self::into_response_with), with the body as bytes.

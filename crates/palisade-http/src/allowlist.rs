@@ -135,7 +135,7 @@ where
             return ResponseFuture::early(
                 ProblemDetails::new(ProblemType::INTERNAL)
                     .with_request_id_from(req.extensions())
-                    .into_bytes_response(),
+                    .rejection("no_client_ip"),
             );
         };
         let ip = client.ip();
@@ -151,7 +151,7 @@ where
         ResponseFuture::early(
             problem
                 .with_request_id_from(req.extensions())
-                .into_bytes_response(),
+                .rejection("ip_denied"),
         )
     }
 }

@@ -164,7 +164,7 @@ where
             let problem = ProblemDetails::new(ProblemType::PAYLOAD_TOO_LARGE)
                 .with_detail("the request body is larger than this route accepts")
                 .with_optional_request_id(this.request_id.as_ref());
-            return Poll::Ready(Ok(rejection(problem)));
+            return Poll::Ready(Ok(rejection(problem, "payload_too_large")));
         }
         Poll::Ready(Ok(response.map(ResponseBody::inner)))
     }

@@ -148,7 +148,7 @@ where
                 .panicked
                 .take()
                 .unwrap_or_else(|| ProblemDetails::new(ProblemType::INTERNAL));
-            return Poll::Ready(Ok(problem.into_response_with()));
+            return Poll::Ready(Ok(problem.rejection("panic").map(ResponseBody::full)));
         };
         match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
@@ -157,7 +157,7 @@ where
                 let problem = this.info.report(payload.as_ref());
                 // Never poll a future that panicked again.
                 this.future.set(None);
-                Poll::Ready(Ok(problem.into_response_with()))
+                Poll::Ready(Ok(problem.rejection("panic").map(ResponseBody::full)))
             }
         }
     }

@@ -341,7 +341,7 @@ impl Config {
             let mut response = ProblemDetails::new(ProblemType::CORS_DENIED)
                 .with_detail("this origin, method or header is not allowed")
                 .with_request_id_from(extensions)
-                .into_bytes_response();
+                .rejection("cors_denied");
             Self::add_vary(response.headers_mut(), true);
             return response;
         };

@@ -164,7 +164,7 @@ where
                     ProblemDetails::new(ProblemType::CROSS_ORIGIN_DENIED)
                         .with_detail("state-changing requests from other sites are refused")
                         .with_request_id_from(req.extensions())
-                        .into_bytes_response(),
+                        .rejection("cross_origin_denied"),
                 )
             }
         }

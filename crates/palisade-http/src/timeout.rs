@@ -307,7 +307,7 @@ where
                 let problem = state
                     .problem(ProblemType::BODY_TIMEOUT)
                     .with_detail("the request body was not received in time");
-                return Poll::Ready(Ok(rejection(problem)));
+                return Poll::Ready(Ok(rejection(problem, "body_timeout")));
             }
             return Poll::Ready(Ok(response.map(ResponseBody::inner)));
         }
@@ -336,7 +336,7 @@ where
         if let Some(seconds) = state.config.retry_after {
             problem = problem.with_retry_after(seconds);
         }
-        Poll::Ready(Ok(problem.into_response_with()))
+        Poll::Ready(Ok(problem.rejection("timeout").map(ResponseBody::full)))
     }
 }
 

@@ -25,8 +25,11 @@ impl Trip {
 
 /// The response to send for a rejected body: the problem, and
 /// `Connection: close` because the rest of the body was never read.
-pub(crate) fn rejection<B>(problem: ProblemDetails) -> Response<ResponseBody<B>> {
-    let mut response = problem.into_response_with();
+pub(crate) fn rejection<B>(
+    problem: ProblemDetails,
+    reason: &'static str,
+) -> Response<ResponseBody<B>> {
+    let mut response = problem.rejection(reason).map(ResponseBody::full);
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -6,6 +6,8 @@
 //! the fixed label `<unmatched>`), `status`, `latency_ms`, `client_ip` (from
 //! [`ClientIp`](palisade_core::ClientIp), when resolved) and — through the
 //! request span — `request_id`. No header and no query string is logged.
+//! With [`with_metrics`](AccessLogLayer::with_metrics) the same observation
+//! feeds the [`Metrics`](crate::Metrics).
 //!
 //! Put it inside [`RequestIdLayer`](crate::RequestIdLayer) and
 //! [`ClientIpLayer`](palisade_core::ClientIpLayer), and apply it with
@@ -17,7 +19,7 @@
 //! use axum::{Router, routing::get};
 //! use palisade_telemetry::AccessLogLayer;
 //!
-//! let app: Router = Router::new().route("/users/{id}", get(|| async { "u" })).layer(AccessLogLayer);
+//! let app: Router = Router::new().route("/users/{id}", get(|| async { "u" })).layer(AccessLogLayer::new());
 //! # let _ = app;
 //! ```
 
@@ -26,24 +28,48 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use http::{Method, Request, Response};
-use palisade_core::ClientIp;
+use palisade_core::{ClientIp, Rejection};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::metrics::{InFlight, Metrics, method_label};
+
 /// The `route` of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "<unmatched>";
 
-/// Logs one line per request. See the [module docs](self).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AccessLogLayer;
+/// Logs one line per request, and records [`Metrics`] when given some. See
+/// the [module docs](self).
+#[derive(Debug, Clone, Default)]
+pub struct AccessLogLayer {
+    metrics: Option<Metrics>,
+}
+
+impl AccessLogLayer {
+    /// An access log without metrics.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Also records every request (and every refusal) into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+        AccessLog {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -51,15 +77,16 @@ impl<S> Layer<S> for AccessLogLayer {
 #[derive(Debug, Clone)]
 pub struct AccessLog<S> {
     inner: S,
+    metrics: Option<Metrics>,
 }
 
-fn route_of(extensions: &http::Extensions) -> Option<std::sync::Arc<str>> {
+fn route_of(extensions: &http::Extensions) -> Arc<str> {
     #[cfg(feature = "axum")]
     if let Some(path) = extensions.get::<axum::extract::MatchedPath>() {
-        return Some(std::sync::Arc::from(path.as_str()));
+        return Arc::from(path.as_str());
     }
     let _ = extensions;
-    None
+    Arc::from(UNMATCHED_ROUTE)
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AccessLog<S>
@@ -80,6 +107,8 @@ where
             route: route_of(req.extensions()),
             client_ip: req.extensions().get::<ClientIp>().copied(),
             start: Instant::now(),
+            in_flight: self.metrics.as_ref().map(Metrics::enter),
+            metrics: self.metrics.clone(),
             future: self.inner.call(req),
         }
     }
@@ -91,9 +120,11 @@ pin_project! {
         #[pin]
         future: F,
         method: Method,
-        route: Option<std::sync::Arc<str>>,
+        route: Arc<str>,
         client_ip: Option<ClientIp>,
         start: Instant,
+        metrics: Option<Metrics>,
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -106,12 +137,26 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.future.poll(cx));
-        let latency_ms = this.start.elapsed().as_secs_f64() * 1_000.0;
-        let route = this.route.as_deref().unwrap_or(UNMATCHED_ROUTE);
-        let status = match &result {
-            Ok(response) => response.status().as_u16(),
-            Err(_) => 500,
+        let seconds = this.start.elapsed().as_secs_f64();
+        let latency_ms = seconds * 1_000.0;
+        let route: &str = this.route;
+        let (status, rejection) = match &result {
+            Ok(response) => (
+                response.status().as_u16(),
+                response.extensions().get::<Rejection>().map(|r| r.reason),
+            ),
+            Err(_) => (500, None),
         };
+        if let Some(metrics) = this.metrics {
+            metrics.record_route(
+                method_label(this.method),
+                this.route.clone(),
+                status,
+                seconds,
+                rejection,
+            );
+        }
+        this.in_flight.take();
         if let Some(ip) = this.client_ip {
             tracing::info!(
                 target: "palisade::access",

@@ -6,10 +6,10 @@
 //! - [`JsonFormat`] and [`init`]: JSON lines with `request_id` at the top
 //!   level, redacted secret fields, a non-blocking bounded writer that counts
 //!   what it drops, `RUST_LOG` filtering, a pretty format for development;
-//! - [`AccessLogLayer`]: one line per request by route, never by raw path.
-//!
-//! Metrics, the readiness registry and the loopback load harness are not in
-//! this crate yet.
+//! - [`AccessLogLayer`]: one line per request by route, never by raw path;
+//! - [`Metrics`]: Prometheus requests, latency, in-flight and rejections by reason;
+//! - [`Readiness`]: named checks in parallel with their own deadlines, cached,
+//!   red as soon as shutdown starts.
 //!
 //! # Example
 //!
@@ -20,18 +20,22 @@
 //!
 //! let app: Router = Router::new()
 //!     .route("/", get(|| async { "hi" }))
-//!     .layer(ServiceBuilder::new().layer(RequestIdLayer::new()).layer(AccessLogLayer));
+//!     .layer(ServiceBuilder::new().layer(RequestIdLayer::new()).layer(AccessLogLayer::new()));
 //! # let _ = app;
 //! ```
 
 pub mod access;
 pub mod format;
 mod init;
+pub mod metrics;
+pub mod readiness;
 pub mod request_id;
 
 pub use access::AccessLogLayer;
 pub use format::{JsonFormat, RequestIdRecorder};
 pub use init::{InitError, LogConfig, LogFormat, LogGuard, init, init_with_writer};
+pub use metrics::Metrics;
+pub use readiness::{Readiness, ReadinessReport};
 pub use request_id::{
     PropagateRequestIdLayer, RequestContext, RequestIdLayer, current, propagate, spawn,
 };

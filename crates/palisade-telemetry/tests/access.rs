@@ -52,7 +52,7 @@ fn one_line_per_request_by_route_with_the_request_id() {
         ServiceBuilder::new()
             .layer(RequestIdLayer::new())
             .layer(ClientIpLayer::new(ClientIpResolver::default()))
-            .layer(AccessLogLayer),
+            .layer(AccessLogLayer::new()),
     );
     rt.block_on(async {
         for (uri, id) in [

@@ -57,7 +57,7 @@ use palisade_http::{
 };
 use palisade_telemetry::access::AccessLog;
 use palisade_telemetry::request_id::RequestIdService;
-use palisade_telemetry::{AccessLogLayer, RequestIdLayer};
+use palisade_telemetry::{AccessLogLayer, Metrics, RequestIdLayer};
 use tower_layer::Layer;
 
 /// Builder of [`SecureLayer`]. See the [module docs](self) for the order and defaults.
@@ -70,6 +70,7 @@ pub struct SecureStack {
     client_ip: ClientIpResolver,
     timeout: Timeout,
     body_limit: u64,
+    metrics: Metrics,
 }
 
 impl SecureStack {
@@ -82,6 +83,7 @@ impl SecureStack {
             client_ip: ClientIpResolver::default(),
             timeout: Timeout::new(palisade_http::timeout::DEFAULT_TIMEOUT),
             body_limit: palisade_http::body_limit::DEFAULT_BODY_LIMIT,
+            metrics: Metrics::new(),
         }
     }
 
@@ -129,6 +131,12 @@ impl SecureStack {
         self
     }
 
+    /// Records into these metrics (default: a fresh set, see [`SecureLayer::metrics`]).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// Validates every part and builds the layer.
     pub fn build(self) -> Result<SecureLayer, ConfigError> {
         let cors = self.cors.build()?;
@@ -144,6 +152,8 @@ impl SecureStack {
             .build()?;
         Ok(SecureLayer {
             request_id,
+            access_log: AccessLogLayer::new().with_metrics(self.metrics.clone()),
+            metrics: self.metrics,
             headers: self.headers.build()?,
             client_ip: ClientIpLayer::new(self.client_ip),
             cors,
@@ -159,6 +169,8 @@ impl SecureStack {
 #[derive(Debug, Clone)]
 pub struct SecureLayer {
     request_id: RequestIdLayer,
+    access_log: AccessLogLayer,
+    metrics: Metrics,
     headers: SecurityHeadersLayer,
     client_ip: ClientIpLayer,
     cors: CorsLayer,
@@ -188,10 +200,17 @@ impl<S> Layer<S> for SecureLayer {
         let inner = self.catch_panic.layer(inner);
         let inner = self.cross_origin.layer(inner);
         let inner = self.cors.layer(inner);
-        let inner = AccessLogLayer.layer(inner);
+        let inner = self.access_log.layer(inner);
         let inner = self.client_ip.layer(inner);
         let inner = self.headers.layer(inner);
         self.request_id.layer(inner)
+    }
+}
+
+impl SecureLayer {
+    /// The metrics the stack records into, to serve on `/metrics`.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 }
 

@@ -9,17 +9,17 @@ pub mod settings;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use palisade::core::ConfigError;
 use palisade::prelude::*;
+use palisade::telemetry::{Metrics, Readiness};
+use palisade_config::{ExposeSecret, SecretString};
 use serde_json::json;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -35,22 +35,36 @@ pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    db: SqlitePool,
-    shutting_down: Arc<AtomicBool>,
+    readiness: Readiness,
+    metrics: Metrics,
+    metrics_token: Option<std::sync::Arc<SecretString>>,
 }
 
 impl AppState {
-    /// State over an open database.
-    pub fn new(db: SqlitePool) -> Self {
+    /// State over an open database, with its readiness check registered.
+    pub fn new(db: &SqlitePool, metrics_token: Option<SecretString>) -> Self {
+        let readiness = Readiness::new();
+        let pool = db.clone();
+        readiness.register("database", READY_CHECK_TIMEOUT, move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(|_| "query failed".to_owned())
+            }
+        });
         Self {
-            db,
-            shutting_down: Arc::new(AtomicBool::new(false)),
+            readiness,
+            metrics: Metrics::new(),
+            metrics_token: metrics_token.map(std::sync::Arc::new),
         }
     }
 
     /// Marks the service as draining: `/ready` answers 503 from now on.
     pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
+        self.readiness.begin_shutdown();
     }
 }
 
@@ -128,13 +142,16 @@ pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigErro
         ])
         .allow_headers(["authorization", "content-type", "x-request-id"])
         .expose_headers(["x-request-id", "retry-after"]);
+    let metrics = state.metrics.clone();
     let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(self::metrics))
         .with_state(state);
     Ok(SecureStack::api()
         .client_ip(client_ip)
         .cors(cors)
+        .metrics(metrics)
         .build()?
         .apply(routes))
 }
@@ -144,60 +161,53 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: every dependency answers within its deadline, and the process
-/// is not shutting down.
+/// Readiness: every registered check answers within its deadline, and the
+/// process is not shutting down.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let start = Instant::now();
-    let outcome = tokio::time::timeout(
-        READY_CHECK_TIMEOUT,
-        sqlx::query("SELECT 1").execute(&state.db),
-    )
-    .await;
-    let latency_ms = elapsed_ms(start);
-    let (database_up, database) = match outcome {
-        Ok(Ok(_)) => (true, json!({ "status": "up", "latency_ms": latency_ms })),
-        Ok(Err(_)) => {
-            tracing::warn!(check = "database", "readiness check failed");
-            let reason = "query failed";
-            (
-                false,
-                json!({ "status": "down", "latency_ms": latency_ms, "reason": reason }),
-            )
-        }
-        Err(_) => {
-            tracing::warn!(check = "database", "readiness check timed out");
-            let reason = "timed out";
-            (
-                false,
-                json!({ "status": "down", "latency_ms": latency_ms, "reason": reason }),
-            )
-        }
-    };
-    let draining = state.shutting_down.load(Ordering::Acquire);
-    let checks = json!({ "database": database });
-    if database_up && !draining {
-        return (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks })),
-        );
-    }
-    let body = if draining {
-        json!({ "status": "not_ready", "checks": checks, "reason": "shutting down" })
-    } else {
-        json!({ "status": "not_ready", "checks": checks })
-    };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+    let report = state.readiness.check().await;
+    (report.status(), Json(report.to_json()))
 }
 
-fn elapsed_ms(start: Instant) -> f64 {
-    (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1_000.0
+/// Compares without an early exit on the first differing byte, so response
+/// time does not reveal how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Prometheus metrics: with `APP_METRICS_TOKEN`, for `Authorization: Bearer
+/// <token>` only; without it, for loopback clients only.
+async fn metrics(
+    State(state): State<AppState>,
+    client: ClientIp,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let allowed = match &state.metrics_token {
+        Some(token) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|given| constant_time_eq(given, token.expose_secret().as_bytes())),
+        None => client.ip().is_loopback(),
+    };
+    if !allowed {
+        return ProblemDetails::new(ProblemType::FORBIDDEN)
+            .with_detail("metrics are not served to this client")
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains for at most
 /// [`SHUTDOWN_GRACE`].
 pub async fn run(settings: Settings) -> Result<(), RunError> {
     let db = open_database(&settings).await?;
-    let state = AppState::new(db.clone());
+    let state = AppState::new(&db, settings.metrics_token.clone());
     let app = router(state.clone(), &settings).map_err(RunError::Config)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

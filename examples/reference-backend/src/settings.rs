@@ -91,6 +91,9 @@ pub struct Settings {
     pub jwt_key: HmacKey,
     /// `APP_LOG_FORMAT`: `json` (default) or `pretty` for local development.
     pub log_format: LogFormat,
+    /// `APP_METRICS_TOKEN`: the bearer token `/metrics` requires; without it
+    /// `/metrics` is served to loopback clients only.
+    pub metrics_token: Option<SecretString>,
     /// Warnings to log once logging is up (a generated key, a shared secret file).
     pub warnings: Report,
 }
@@ -164,12 +167,14 @@ impl Settings {
         {
             report.problem(loader.setting("cors_origins"), e.rule().to_owned());
         }
-        let _ = palisade_config::secret(
+        let metrics_ok = palisade_config::secret(
             raw.metrics_token.as_ref(),
             &loader.setting("metrics_token"),
             32,
             &mut report,
-        );
+        )
+        .is_some();
+        let metrics_token = raw.metrics_token.filter(|_| metrics_ok);
         let jwt_key = palisade_config::hmac_key(
             raw.jwt_secret.as_ref(),
             &loader.setting("jwt_secret"),
@@ -196,6 +201,7 @@ impl Settings {
                 cors_origins: raw.cors_origins,
                 jwt_key,
                 log_format,
+                metrics_token,
                 warnings: report,
             }),
             _ => Err(report),

@@ -5,10 +5,11 @@ use palisade::core::client_ip::PeerAddr;
 use std::os::unix::fs::PermissionsExt;
 use tower::ServiceExt;
 
-async fn app(dir: &Path) -> (Router, AppState) {
+async fn app(dir: &Path) -> (Router, AppState, SqlitePool) {
     let settings = Settings::from_vars([("APP_DATA_DIR", dir.display().to_string())]).unwrap();
-    let state = AppState::new(open_database(&settings).await.unwrap());
-    (router(state.clone(), &settings).unwrap(), state)
+    let db = open_database(&settings).await.unwrap();
+    let state = AppState::new(&db, None);
+    (router(state.clone(), &settings).unwrap(), state, db)
 }
 
 async fn get_json(app: Router, uri: &str) -> (u16, serde_json::Value) {
@@ -26,7 +27,7 @@ async fn get_json(app: Router, uri: &str) -> (u16, serde_json::Value) {
 #[tokio::test]
 async fn ready_reports_the_database_and_flips_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let (app, state) = app(dir.path()).await;
+    let (app, state, _db) = app(dir.path()).await;
     let (status, body) = get_json(app.clone(), "/ready").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ready");
@@ -47,8 +48,8 @@ async fn ready_reports_the_database_and_flips_on_shutdown() {
 #[tokio::test]
 async fn ready_is_503_when_the_database_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let (app, state) = app(dir.path()).await;
-    state.db.close().await;
+    let (app, _state, db) = app(dir.path()).await;
+    db.close().await;
     let (status, body) = get_json(app, "/ready").await;
     assert_eq!(status, 503);
     assert_eq!(body["checks"]["database"]["status"], "down");
@@ -59,13 +60,13 @@ async fn ready_is_503_when_the_database_is_gone() {
 async fn database_is_created_private_and_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("nested/data");
-    let (_, state) = app(&data).await;
+    let (_, _, db) = app(&data).await;
     let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
     assert!(data.join("app.db").exists());
     let tables: Vec<(String,)> =
         sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'users'")
-            .fetch_all(&state.db)
+            .fetch_all(&db)
             .await
             .unwrap();
     assert_eq!(tables.len(), 1);

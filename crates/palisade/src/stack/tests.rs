@@ -162,6 +162,72 @@ async fn html_stack_has_a_nonce() {
     );
 }
 
+#[tokio::test]
+async fn rejections_are_counted_by_reason() {
+    let layer = SecureStack::api().body_limit(8).build().unwrap();
+    let metrics = layer.metrics();
+    let app = layer.apply(
+        Router::new()
+            .route("/echo", post(|body: String| async move { body }))
+            .route("/panic", get(boom)),
+    );
+    let send = |r: Request<Body>| app.clone().oneshot(r);
+    assert_eq!(
+        send(req("POST", "/echo", &[], "123456789"))
+            .await
+            .unwrap()
+            .status(),
+        413
+    );
+    assert_eq!(
+        send(req("GET", "/panic", &[], "")).await.unwrap().status(),
+        500
+    );
+    let evil = [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ];
+    assert_eq!(
+        send(req("POST", "/echo", &evil, "x"))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let preflight = [
+        ("origin", "https://evil.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    assert_eq!(
+        send(req("OPTIONS", "/echo", &preflight, ""))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        send(req("POST", "/echo", &[], "ok"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for reason in [
+        "payload_too_large",
+        "panic",
+        "cross_origin_denied",
+        "cors_denied",
+    ] {
+        assert_eq!(metrics.rejections(reason), 1, "{reason}");
+    }
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"http_requests_total{method="POST",route="/echo",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("http_requests_in_flight 0"), "{text}");
+}
+
 #[test]
 fn invalid_parts_are_errors() {
     assert!(

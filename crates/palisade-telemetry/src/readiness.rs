@@ -1,0 +1,315 @@
+//! Readiness: named checks, run in parallel with their own deadlines, cached
+//! briefly, red as soon as shutdown starts.
+//!
+//! Components register a check (the database, the shared store, background
+//! tasks); [`Readiness::check`] runs them all concurrently, each bounded by its
+//! timeout, and reports `up`/`down` with the latency of each. The result is
+//! cached for a short time (1 s by default) and computed by one caller at a
+//! time, so a flood of probes costs one round of checks, not one per probe.
+//! [`begin_shutdown`](Readiness::begin_shutdown) turns the report red at once
+//! (load balancers stop sending before the drain) without running checks.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_telemetry::Readiness;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let readiness = Readiness::new();
+//! readiness.register("database", Duration::from_secs(1), || async { Ok(()) });
+//! readiness.register("store", Duration::from_secs(1), || async { Err("connection refused".to_owned()) });
+//! let report = readiness.check().await;
+//! assert!(!report.ready);
+//! let json = report.to_json();
+//! assert_eq!(json["status"], "not_ready");
+//! assert_eq!(json["checks"]["database"]["status"], "up");
+//! assert_eq!(json["checks"]["store"]["reason"], "connection refused");
+//! # });
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use palisade_core::{SharedClock, SystemClock};
+use serde_json::{Map, Value, json};
+
+type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+
+/// How long a report is reused by default.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+struct Check {
+    name: String,
+    timeout: Duration,
+    run: CheckFn,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckResult {
+    /// The check's name.
+    pub name: String,
+    /// Whether it passed within its timeout.
+    pub up: bool,
+    /// How long it took, in milliseconds.
+    pub latency_ms: f64,
+    /// Why it failed (`timed out`, or the check's own short reason).
+    pub reason: Option<String>,
+}
+
+/// A readiness report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadinessReport {
+    /// Every check is up and the service is not shutting down.
+    pub ready: bool,
+    /// Whether shutdown has started.
+    pub shutting_down: bool,
+    /// Each check's outcome, in registration order.
+    pub checks: Vec<CheckResult>,
+}
+
+impl ReadinessReport {
+    /// `{"status":"ready"|"not_ready","checks":{name:{status,latency_ms,reason?}}}`.
+    pub fn to_json(&self) -> Value {
+        let mut checks = Map::new();
+        for c in &self.checks {
+            let mut entry =
+                json!({ "status": if c.up { "up" } else { "down" }, "latency_ms": c.latency_ms });
+            if let (Some(reason), Some(obj)) = (&c.reason, entry.as_object_mut()) {
+                obj.insert("reason".to_owned(), Value::from(reason.clone()));
+            }
+            checks.insert(c.name.clone(), entry);
+        }
+        let mut body =
+            json!({ "status": if self.ready { "ready" } else { "not_ready" }, "checks": checks });
+        if let (true, Some(obj)) = (self.shutting_down, body.as_object_mut()) {
+            obj.insert("reason".to_owned(), Value::from("shutting down"));
+        }
+        body
+    }
+
+    /// 200 when ready, 503 otherwise.
+    pub fn status(&self) -> http::StatusCode {
+        if self.ready {
+            http::StatusCode::OK
+        } else {
+            http::StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+struct Inner {
+    checks: RwLock<Vec<Check>>,
+    cache: tokio::sync::Mutex<Option<(Instant, ReadinessReport)>>,
+    ttl: Duration,
+    clock: SharedClock,
+    shutting_down: AtomicBool,
+}
+
+/// The readiness registry. Cheap to clone (shared). See the [module docs](self).
+#[derive(Clone)]
+pub struct Readiness(Arc<Inner>);
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("ttl", &self.0.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Readiness {
+    /// A registry with no check, caching reports for one second.
+    pub fn new() -> Self {
+        Self::with_cache(DEFAULT_CACHE_TTL, SystemClock::shared())
+    }
+
+    /// A registry caching reports for `ttl`, measured on `clock`.
+    pub fn with_cache(ttl: Duration, clock: SharedClock) -> Self {
+        Self(Arc::new(Inner {
+            checks: RwLock::new(Vec::new()),
+            cache: tokio::sync::Mutex::new(None),
+            ttl,
+            clock,
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    /// Registers a check; it fails when it returns `Err(reason)` (keep the
+    /// reason short and free of secrets: it is served to probes) or exceeds
+    /// `timeout`.
+    pub fn register<F, Fut>(&self, name: impl Into<String>, timeout: Duration, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let run: CheckFn = Arc::new(move || Box::pin(check()));
+        if let Ok(mut checks) = self.0.checks.write() {
+            checks.push(Check {
+                name: name.into(),
+                timeout,
+                run,
+            });
+        }
+    }
+
+    /// Turns readiness red from now on (call it when SIGTERM arrives, before draining).
+    pub fn begin_shutdown(&self) {
+        self.0.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The current report: cached when fresh, otherwise computed (by one
+    /// caller; concurrent callers wait for it and share it).
+    pub async fn check(&self) -> ReadinessReport {
+        let mut cache = self.0.cache.lock().await;
+        if self.is_shutting_down() {
+            let checks = cache
+                .as_ref()
+                .map(|(_, r)| r.checks.clone())
+                .unwrap_or_default();
+            return ReadinessReport {
+                ready: false,
+                shutting_down: true,
+                checks,
+            };
+        }
+        let now = self.0.clock.now();
+        if let Some((at, report)) = cache.as_ref()
+            && now.saturating_duration_since(*at) < self.0.ttl
+        {
+            return report.clone();
+        }
+        let checks: Vec<Check> = self.0.checks.read().map(|c| c.clone()).unwrap_or_default();
+        let results = futures_util::future::join_all(checks.into_iter().map(run_check)).await;
+        let report = ReadinessReport {
+            ready: results.iter().all(|r| r.up) && !self.is_shutting_down(),
+            shutting_down: self.is_shutting_down(),
+            checks: results,
+        };
+        *cache = Some((self.0.clock.now(), report.clone()));
+        report
+    }
+}
+
+async fn run_check(check: Check) -> CheckResult {
+    let start = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(check.timeout, (check.run)()).await;
+    let latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1_000.0;
+    let (up, reason) = match outcome {
+        Ok(Ok(())) => (true, None),
+        Ok(Err(reason)) => (false, Some(reason)),
+        Err(_) => (false, Some("timed out".to_owned())),
+    };
+    if !up {
+        tracing::warn!(check = %check.name, reason = reason.as_deref().unwrap_or(""), "readiness check failed");
+    }
+    CheckResult {
+        name: check.name,
+        up,
+        latency_ms,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::ManualClock;
+    use std::sync::atomic::AtomicUsize;
+
+    fn counting(readiness: &Readiness, delay: Duration) -> Arc<AtomicUsize> {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        readiness.register("database", Duration::from_secs(2), move || {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
+        });
+        calls
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_flood_runs_the_checks_once() {
+        let (clock, shared) = ManualClock::shared();
+        let readiness = Readiness::with_cache(Duration::from_secs(1), shared);
+        let calls = counting(&readiness, Duration::from_millis(50));
+        let probes: Vec<_> = (0..200)
+            .map(|_| {
+                let r = readiness.clone();
+                tokio::spawn(async move { r.check().await })
+            })
+            .collect();
+        for p in probes {
+            assert!(p.await.unwrap().ready);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        clock.advance(Duration::from_millis(999));
+        readiness.check().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "still fresh");
+        clock.advance(Duration::from_millis(1));
+        readiness.check().await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "expired at exactly the ttl"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_run_in_parallel_with_their_own_timeouts() {
+        let readiness = Readiness::with_cache(Duration::ZERO, SystemClock::shared());
+        readiness.register("slow", Duration::from_secs(1), || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        });
+        readiness.register("fast", Duration::from_secs(5), || async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Ok(())
+        });
+        let start = tokio::time::Instant::now();
+        let report = readiness.check().await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "parallel, bounded by the slowest timeout"
+        );
+        assert!(!report.ready);
+        assert_eq!(report.checks[0].reason.as_deref(), Some("timed out"));
+        assert!(report.checks[1].up);
+        assert!((report.checks[1].latency_ms - 800.0).abs() < 1e-9);
+        assert_eq!(report.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_is_red_at_once_without_running_checks() {
+        let readiness = Readiness::with_cache(Duration::ZERO, SystemClock::shared());
+        let calls = counting(&readiness, Duration::ZERO);
+        assert!(readiness.check().await.ready);
+        readiness.begin_shutdown();
+        let report = readiness.check().await;
+        assert!(!report.ready && report.shutting_down);
+        assert_eq!(report.to_json()["reason"], "shutting down");
+        assert_eq!(report.to_json()["checks"]["database"]["status"], "up");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
