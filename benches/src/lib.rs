@@ -39,17 +39,32 @@ pub fn secured() -> Router {
 }
 
 /// The same protections assembled by hand from tower-http (the baseline a
-/// team would otherwise write): nine `SetResponseHeader`s, CORS with an exact
-/// origin, a timeout, a body limit and a panic catcher.
+/// team would otherwise write): request ids (`SetRequestId` with UUIDs,
+/// `PropagateRequestId`), `TraceLayer` with one INFO line per response, nine
+/// `SetResponseHeader`s, CORS with an exact origin, a panic catcher, a body
+/// limit and a timeout.
 pub fn tower_http() -> Router {
     use axum::http::{HeaderName, HeaderValue, Method, header};
     use std::time::Duration;
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     use tower_http::set_header::SetResponseHeaderLayer;
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
     let set = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
+    let x_request_id = HeaderName::from_static("x-request-id");
     routes().layer(
         tower::ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(
+                x_request_id.clone(),
+                MakeRequestUuid,
+            ))
+            .layer(PropagateRequestIdLayer::new(x_request_id))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+                    .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+            )
             .layer(set(
                 header::CONTENT_SECURITY_POLICY,
                 "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",

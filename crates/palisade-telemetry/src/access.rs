@@ -28,15 +28,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use std::sync::Arc;
-
 use http::{Method, Request, Response};
 use palisade_core::{ClientIp, Rejection};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::metrics::{InFlight, Metrics, method_label};
+use crate::metrics::{InFlight, Metrics, Route, method_label};
 
 /// The `route` of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "<unmatched>";
@@ -80,13 +78,13 @@ pub struct AccessLog<S> {
     metrics: Option<Metrics>,
 }
 
-fn route_of(extensions: &http::Extensions) -> Arc<str> {
+fn route_of(extensions: &http::Extensions) -> Route {
     #[cfg(feature = "axum")]
     if let Some(path) = extensions.get::<axum::extract::MatchedPath>() {
-        return Arc::from(path.as_str());
+        return Route::Matched(path.clone());
     }
     let _ = extensions;
-    Arc::from(UNMATCHED_ROUTE)
+    Route::Unmatched
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AccessLog<S>
@@ -120,7 +118,7 @@ pin_project! {
         #[pin]
         future: F,
         method: Method,
-        route: Arc<str>,
+        route: Route,
         client_ip: Option<ClientIp>,
         start: Instant,
         metrics: Option<Metrics>,
@@ -139,7 +137,7 @@ where
         let result = std::task::ready!(this.future.poll(cx));
         let seconds = this.start.elapsed().as_secs_f64();
         let latency_ms = seconds * 1_000.0;
-        let route: &str = this.route;
+        let route = this.route.as_str();
         let (status, rejection) = match &result {
             Ok(response) => (
                 response.status().as_u16(),

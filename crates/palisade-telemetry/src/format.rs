@@ -8,11 +8,13 @@
 //! {"timestamp":"2026-11-22T09:00:00.123456Z","level":"INFO","target":"app","message":"saved","order":42,"request_id":"0193…"}
 //! ```
 //!
-//! The `request_id` comes from the nearest enclosing span that has one (the
-//! span [`RequestIdLayer`](crate::RequestIdLayer) opens), so lines from
-//! handlers, from inner layers and from tasks started with
-//! [`spawn`](crate::spawn) all carry it. [`RequestIdRecorder`] must be in the
-//! subscriber (as [`init`](crate::init) does) for the formatter to find it.
+//! The `request_id` is that of the request the task is serving
+//! ([`RequestIdLayer`](crate::RequestIdLayer) keeps it in a task-local), so
+//! lines from handlers, from inner layers and from tasks started with
+//! [`spawn`](crate::spawn) all carry it, at no cost per request. Outside a
+//! request, the nearest enclosing span with a `request_id` field is used
+//! ([`RequestIdRecorder`] must then be in the subscriber, as
+//! [`init`](crate::init) does).
 //!
 //! Fields whose names say they hold a secret (`authorization`, `cookie`,
 //! `password`, `token`, `secret`, `api_key`...; configurable) are written as
@@ -269,6 +271,12 @@ impl Visit for Fields<'_, '_> {
     }
 }
 
+fn write_request_id(writer: &mut Writer<'_>, id: &str) -> fmt::Result {
+    writer.write_str(",\"request_id\":\"")?;
+    escape(writer, id)?;
+    writer.write_char('"')
+}
+
 impl<S, N> FormatEvent<S, N> for JsonFormat
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -295,17 +303,19 @@ where
         event.record(&mut fields);
         fields.result?;
         if !fields.has_request_id {
-            let id = ctx.event_scope().and_then(|scope| {
-                scope.into_iter().find_map(|span| {
-                    span.extensions()
-                        .get::<SpanRequestId>()
-                        .map(|r| r.0.clone())
-                })
-            });
-            if let Some(id) = id {
-                writer.write_str(",\"request_id\":\"")?;
-                escape(&mut writer, &id)?;
-                writer.write_char('"')?;
+            // The task's request first (no span needed), else a span's field.
+            match crate::request_id::with_current_id(|id| write_request_id(&mut writer, id)) {
+                Some(result) => result?,
+                None => {
+                    if let Some(scope) = ctx.event_scope() {
+                        for span in scope {
+                            if let Some(r) = span.extensions().get::<SpanRequestId>() {
+                                write_request_id(&mut writer, &r.0)?;
+                                break;
+                            }
+                        }
+                    }
+                }
             }
         }
         writer.write_str("}\n")

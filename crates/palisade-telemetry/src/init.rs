@@ -18,7 +18,7 @@
 
 use std::io::Write;
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use crate::writer::{BatchGuard, BatchWriter};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -41,8 +41,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// The filter when `RUST_LOG` is not set.
     pub default_filter: String,
-    /// Lines buffered before new ones are dropped.
-    pub buffered_lines: usize,
+    /// Bytes buffered before new lines are dropped.
+    pub buffer_bytes: usize,
     /// Field names written as `[REDACTED]` (JSON format).
     pub redacted_fields: Vec<String>,
 }
@@ -52,7 +52,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Json,
             default_filter: "info".to_owned(),
-            buffered_lines: 16_384,
+            buffer_bytes: 8 << 20,
             redacted_fields: crate::format::DEFAULT_REDACTED_FIELDS
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -61,17 +61,17 @@ impl Default for LogConfig {
     }
 }
 
-/// Keeps the background writer alive; dropping it flushes the queue.
+/// Keeps the background writer alive; dropping it flushes what is buffered.
 #[derive(Debug)]
 pub struct LogGuard {
-    _worker: WorkerGuard,
-    dropped: ErrorCounter,
+    writer: BatchWriter,
+    _guard: BatchGuard,
 }
 
 impl LogGuard {
-    /// Lines dropped because the queue was full.
-    pub fn dropped_lines(&self) -> usize {
-        self.dropped.dropped_lines()
+    /// Lines dropped because the buffer was full.
+    pub fn dropped_lines(&self) -> u64 {
+        self.writer.dropped_lines()
     }
 }
 
@@ -92,16 +92,28 @@ pub fn init(config: &LogConfig) -> Result<LogGuard, InitError> {
     init_with_writer(config, std::io::stdout())
 }
 
+/// The non-blocking writer [`init`] uses: a [`BatchWriter`] over `writer`
+/// buffering at most `capacity` bytes.
+pub fn non_blocking<W: Write + Send + 'static>(
+    writer: W,
+    capacity: usize,
+) -> (BatchWriter, LogGuard) {
+    let (writer, guard) = BatchWriter::new(writer, capacity);
+    (
+        writer.clone(),
+        LogGuard {
+            writer,
+            _guard: guard,
+        },
+    )
+}
+
 /// Like [`init`], writing to `writer`.
 pub fn init_with_writer<W: Write + Send + 'static>(
     config: &LogConfig,
     writer: W,
 ) -> Result<LogGuard, InitError> {
-    let (writer, worker) = NonBlockingBuilder::default()
-        .buffered_lines_limit(config.buffered_lines)
-        .lossy(true)
-        .finish(writer);
-    let dropped = writer.error_counter();
+    let (writer, guard) = non_blocking(writer, config.buffer_bytes);
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.default_filter))
         .map_err(|e| InitError(e.to_string()))?;
@@ -125,8 +137,5 @@ pub fn init_with_writer<W: Write + Send + 'static>(
             .try_init(),
     };
     result.map_err(|e| InitError(e.to_string()))?;
-    Ok(LogGuard {
-        _worker: worker,
-        dropped,
-    })
+    Ok(guard)
 }

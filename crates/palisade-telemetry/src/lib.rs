@@ -30,10 +30,11 @@ mod init;
 pub mod metrics;
 pub mod readiness;
 pub mod request_id;
+pub mod writer;
 
 pub use access::AccessLogLayer;
 pub use format::{JsonFormat, RequestIdRecorder};
-pub use init::{InitError, LogConfig, LogFormat, LogGuard, init, init_with_writer};
+pub use init::{InitError, LogConfig, LogFormat, LogGuard, init, init_with_writer, non_blocking};
 pub use metrics::Metrics;
 pub use readiness::{Readiness, ReadinessReport};
 pub use request_id::{

@@ -43,13 +43,46 @@ pub const LATENCY_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A route label that shares the access log's string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Route(Arc<str>);
+/// A route label, built without allocating: axum's matched path is shared.
+#[derive(Debug, Clone)]
+pub(crate) enum Route {
+    /// A route given as text.
+    Shared(Arc<str>),
+    /// The pattern axum matched.
+    #[cfg(feature = "axum")]
+    Matched(axum::extract::MatchedPath),
+    /// No route matched.
+    Unmatched,
+}
+
+impl Route {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Self::Shared(s) => s,
+            #[cfg(feature = "axum")]
+            Self::Matched(m) => m.as_str(),
+            Self::Unmatched => crate::access::UNMATCHED_ROUTE,
+        }
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
 
 impl EncodeLabelValue for Route {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        encoder.write_str(&self.0)
+        encoder.write_str(self.as_str())
     }
 }
 
@@ -146,20 +179,26 @@ impl Metrics {
         seconds: f64,
         rejection: Option<&'static str>,
     ) {
-        self.record_route(method, Arc::from(route), status, seconds, rejection);
+        self.record_route(
+            method,
+            Route::Shared(Arc::from(route)),
+            status,
+            seconds,
+            rejection,
+        );
     }
 
     pub(crate) fn record_route(
         &self,
         method: &'static str,
-        route: Arc<str>,
+        route: Route,
         status: u16,
         seconds: f64,
         rejection: Option<&'static str>,
     ) {
         let labels = RequestLabels {
             method,
-            route: Route(route),
+            route,
             status,
         };
         self.0.requests.get_or_create(&labels).inc();

@@ -64,18 +64,45 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub struct RequestContext {
     /// The request id.
     pub id: RequestId,
-    /// The W3C trace id (32 lower-case hex digits): the caller's, or a new
-    /// trace started here.
-    pub trace_id: String,
+    /// The W3C trace id: the caller's, or a new trace started here.
+    pub trace_id: TraceId,
+}
+
+/// A W3C trace id (16 bytes, written as 32 lower-case hex digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+impl TraceId {
+    fn parse_hex(hex: &str) -> Option<Self> {
+        let mut out = [0u8; 16];
+        if hex.len() != 32 {
+            return None;
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 tokio::task_local! {
-    static CURRENT: RequestContext;
+    static CURRENT: std::sync::Arc<RequestContext>;
 }
 
 /// The context of the request being served by this task, if any.
 pub fn current() -> Option<RequestContext> {
-    CURRENT.try_with(Clone::clone).ok()
+    CURRENT.try_with(|c| RequestContext::clone(c)).ok()
+}
+
+/// Runs `f` with the current request id, without copying it (for log formatters).
+pub(crate) fn with_current_id<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    CURRENT.try_with(|c| f(c.id.as_str())).ok()
 }
 
 /// Spawns `future` on the tokio runtime carrying the current request's
@@ -87,9 +114,9 @@ where
 {
     use tracing::Instrument as _;
     let future = future.instrument(Span::current());
-    match current() {
-        Some(context) => tokio::spawn(CURRENT.scope(context, future)),
-        None => tokio::spawn(future),
+    match CURRENT.try_with(std::sync::Arc::clone) {
+        Ok(context) => tokio::spawn(CURRENT.scope(context, future)),
+        Err(_) => tokio::spawn(future),
     }
 }
 
@@ -129,25 +156,35 @@ fn resolve(headers: &HeaderMap, trust_incoming: bool) -> RequestContext {
                 .and_then(|v| RequestId::from_bytes(v.as_bytes()))
         })
         .flatten();
+    if let Some(trace) = incoming_trace.and_then(TraceId::parse_hex) {
+        let id = incoming_id
+            .or_else(|| incoming_trace.and_then(RequestId::parse))
+            .unwrap_or_else(|| RequestId::sanitized(&trace.to_string()));
+        return RequestContext {
+            id,
+            trace_id: trace,
+        };
+    }
+    // A new trace starts here; a generated id and the trace id are the same UUIDv7.
     let uuid = uuid::Uuid::now_v7();
-    let mut buf = uuid::Uuid::encode_buffer();
-    // A new trace starts here unless the caller's is joined; a generated
-    // id and the new trace id are the same UUIDv7.
-    let trace_id = incoming_trace.map_or_else(
-        || uuid.simple().encode_lower(&mut buf).to_owned(),
-        str::to_owned,
-    );
-    let id = incoming_id
-        .or_else(|| incoming_trace.and_then(RequestId::parse))
-        // A hyphenated UUID is already a valid id; `sanitized` keeps it as is.
-        .unwrap_or_else(|| RequestId::sanitized(uuid.hyphenated().encode_lower(&mut buf)));
-    RequestContext { id, trace_id }
+    let id = incoming_id.unwrap_or_else(|| {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let text = uuid.hyphenated().encode_lower(&mut buf);
+        // A hyphenated UUID is a valid id: `parse` accepts it with one
+        // allocation; `sanitized` is only the no-panic fallback.
+        RequestId::parse(text).unwrap_or_else(|| RequestId::sanitized(text))
+    });
+    RequestContext {
+        id,
+        trace_id: TraceId(uuid.into_bytes()),
+    }
 }
 
 /// Assigns request ids. See the [module docs](self).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestIdLayer {
     trust_incoming: bool,
+    span: bool,
 }
 
 impl Default for RequestIdLayer {
@@ -161,7 +198,18 @@ impl RequestIdLayer {
     pub fn new() -> Self {
         Self {
             trust_incoming: true,
+            span: false,
         }
+    }
+
+    /// Also opens a `request` span with a `request_id` field around each
+    /// request, for span-based tooling (OpenTelemetry, the pretty format).
+    /// [`JsonFormat`](crate::JsonFormat) does not need it: it reads the id of
+    /// the task's request directly, which costs nothing per request.
+    #[must_use]
+    pub fn with_span(mut self) -> Self {
+        self.span = true;
+        self
     }
 
     /// Ignores incoming `X-Request-Id` and `traceparent` (for services
@@ -180,6 +228,7 @@ impl<S> Layer<S> for RequestIdLayer {
         RequestIdService {
             inner,
             trust_incoming: self.trust_incoming,
+            span: self.span,
         }
     }
 }
@@ -189,6 +238,7 @@ impl<S> Layer<S> for RequestIdLayer {
 pub struct RequestIdService<S> {
     inner: S,
     trust_incoming: bool,
+    span: bool,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestIdService<S>
@@ -204,11 +254,15 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let context = resolve(req.headers(), self.trust_incoming);
+        let context = std::sync::Arc::new(resolve(req.headers(), self.trust_incoming));
         req.extensions_mut().insert(context.id.clone());
         // ERROR level: the span exists whatever the filter, so even WARN and
         // ERROR lines of a request carry its id.
-        let span = tracing::error_span!("request", request_id = %context.id);
+        let span = if self.span {
+            tracing::error_span!("request", request_id = %context.id)
+        } else {
+            Span::none()
+        };
         let header = HeaderValue::from_str(context.id.as_str()).ok();
         let future = {
             let _entered = span.enter();
@@ -229,7 +283,7 @@ pin_project! {
         #[pin]
         future: F,
         span: Span,
-        context: RequestContext,
+        context: std::sync::Arc<RequestContext>,
         header: Option<HeaderValue>,
     }
 }
@@ -285,7 +339,7 @@ pub fn propagate(headers: &mut HeaderMap) {
         headers.insert(X_REQUEST_ID, v);
     }
     if !headers.contains_key(TRACEPARENT) {
-        let trace = &context.trace_id;
+        let trace = context.trace_id;
         let parent = uuid::Uuid::now_v7().simple().to_string();
         let parent = parent.get(16..).unwrap_or("0000000000000001");
         if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{parent}-01")) {

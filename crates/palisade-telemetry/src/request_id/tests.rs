@@ -46,17 +46,17 @@ fn incoming_ids_are_kept_only_when_valid() {
 fn traceparent_gives_the_id_when_there_is_none() {
     let got = resolve(&headers(&[("traceparent", TRACE.as_bytes())]), true);
     assert_eq!(got.id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(got.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(got.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
     // An explicit request id wins, the trace is still joined.
     let got = resolve(
         &headers(&[("traceparent", TRACE.as_bytes()), ("x-request-id", b"mine")]),
         true,
     );
     assert_eq!(got.id.as_str(), "mine");
-    assert_eq!(got.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(got.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
     // A generated id starts a trace with the same UUID's 32 hex digits.
     let got = resolve(&HeaderMap::new(), true);
-    assert_eq!(got.trace_id, got.id.as_str().replace('-', ""));
+    assert_eq!(got.trace_id.to_string(), got.id.as_str().replace('-', ""));
     // An id without a trace starts a new one.
     let got = resolve(&headers(&[("x-request-id", b"mine")]), true);
     assert!(
@@ -135,13 +135,13 @@ async fn outbound_layer_keeps_explicit_headers() {
     let client = ServiceBuilder::new()
         .layer(PropagateRequestIdLayer)
         .service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(req.headers().clone()) });
-    let trace = "4bf92f3577b34da6a3ce929d0e0e4736".to_owned();
+    let trace = TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
     let context = RequestContext {
         id: RequestId::parse("outer").unwrap(),
         trace_id: trace,
     };
     let sent = CURRENT
-        .scope(context, async {
+        .scope(std::sync::Arc::new(context), async {
             let req = Request::builder()
                 .header("x-request-id", "explicit")
                 .body(())

@@ -1,0 +1,325 @@
+//! The loopback load harness: bare axum, the palisade secure stack and the
+//! equivalent tower-http stack, measured alternately in one run.
+//!
+//! ```sh
+//! cargo run --release -p palisade-bench --bin load            # ~1 minute
+//! cargo run --release -p palisade-bench --bin load -- --rounds 5 --seconds 5 --connections 64
+//! ```
+//!
+//! The server runs on one thread (a current-thread tokio runtime), the load
+//! generator on another: N keep-alive HTTP/1.1 connections sending `GET
+//! /health` back to back for a fixed time, every latency in an HDR histogram.
+//! Stacks that log write one JSON line per request to a file through a
+//! non-blocking writer (palisade: its own format with a top-level
+//! `request_id`; tower-http: `TraceLayer` with tracing-subscriber's JSON
+//! format). Rounds alternate a, b, c so that drift of a noisy machine spreads
+//! over all three; the report gives the median over rounds. The last line is
+//! one JSON object for scripts.
+#![allow(clippy::expect_used)] // a benchmark harness: a failed setup aborts the run loudly
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use palisade_bench::{bare, secured, tower_http};
+use tracing_subscriber::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stack {
+    Bare,
+    Palisade,
+    TowerHttp,
+}
+
+impl Stack {
+    const ALL: [Self; 3] = [Self::Bare, Self::Palisade, Self::TowerHttp];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bare => "bare axum",
+            Self::Palisade => "palisade stack",
+            Self::TowerHttp => "tower-http stack",
+        }
+    }
+}
+
+struct Options {
+    rounds: usize,
+    seconds: u64,
+    connections: usize,
+    only: Option<Stack>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        rounds: 3,
+        seconds: 4,
+        connections: 32,
+        only: None,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair
+            .get(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            .max(1);
+        match pair.first().map(String::as_str) {
+            Some("--only") => {
+                o.only = Stack::ALL.into_iter().find(|s| {
+                    pair.get(1)
+                        .is_some_and(|v| s.name().starts_with(v.as_str()))
+                });
+            }
+            Some("--rounds") => o.rounds = usize::try_from(value).unwrap_or(3),
+            Some("--seconds") => o.seconds = value,
+            Some("--connections") => o.connections = usize::try_from(value).unwrap_or(32),
+            _ => {
+                eprintln!(
+                    "usage: load [--rounds N] [--seconds S] [--connections C] [--only bare|palisade|tower-http]"
+                );
+                std::process::exit(64);
+            }
+        }
+    }
+    o
+}
+
+/// Serves `stack` on a thread of its own until `stop`; returns the address.
+fn serve(
+    stack: Stack,
+    log_dir: &std::path::Path,
+    stop: Arc<AtomicBool>,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log_path = log_dir.join(format!("{stack:?}.log"));
+    let handle = std::thread::spawn(move || {
+        let file = std::fs::File::create(&log_path).expect("log file");
+        // palisade: the writer palisade_telemetry::init uses; tower-http: the
+        // usual tracing_appender::non_blocking(file).
+        let (writer, _palisade_guard) =
+            palisade::telemetry::non_blocking(file.try_clone().expect("log file"), 128_000);
+        let (plain_writer, _plain_guard) = tracing_appender::non_blocking(file);
+        let filter = tracing_subscriber::filter::LevelFilter::INFO;
+        // The subscriber is this thread's default: the current-thread runtime
+        // runs every request here.
+        let _subscriber = match stack {
+            Stack::Bare => None,
+            Stack::Palisade => Some(tracing::subscriber::set_default(
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(palisade::telemetry::RequestIdRecorder)
+                    .with(
+                        tracing_subscriber::fmt::layer()
+                            .event_format(palisade::telemetry::JsonFormat::default())
+                            .with_writer(writer),
+                    ),
+            )),
+            Stack::TowerHttp => Some(tracing::subscriber::set_default(
+                tracing_subscriber::registry().with(filter).with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_writer(plain_writer),
+                ),
+            )),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let app: Router = match stack {
+                Stack::Bare => bare(),
+                Stack::Palisade => secured(),
+                Stack::TowerHttp => tower_http(),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr"))
+                .expect("send addr");
+            let shutdown = async move {
+                while !stop.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .expect("serve");
+        });
+    });
+    (rx.recv().expect("server address"), handle)
+}
+
+/// Drives `connections` keep-alive connections for `duration`.
+fn load(addr: SocketAddr, connections: usize, duration: Duration) -> (u64, Histogram<u64>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    rt.block_on(async move {
+        let deadline = Instant::now() + duration;
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut hist =
+                        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                    stream.set_nodelay(true).expect("nodelay");
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                            .await
+                            .expect("handshake");
+                    tokio::spawn(conn);
+                    let mut done = 0u64;
+                    while Instant::now() < deadline {
+                        let req = hyper::Request::get("/health")
+                            .header("host", "127.0.0.1")
+                            .header("origin", "https://app.example.com")
+                            .body(Empty::<Bytes>::new())
+                            .expect("request");
+                        let start = Instant::now();
+                        let Ok(res) = sender.send_request(req).await else {
+                            break;
+                        };
+                        let ok = res.status() == 200;
+                        let _ = res.into_body().collect().await;
+                        let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        hist.saturating_record(micros.max(1));
+                        if ok {
+                            done += 1;
+                        }
+                    }
+                    (done, hist)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        let mut merged = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+        for t in tasks {
+            let (done, hist) = t.await.expect("client task");
+            total += done;
+            merged.add(&hist).expect("merge");
+        }
+        (total, merged)
+    })
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[allow(clippy::cast_precision_loss)] // request counts and microseconds are far below 2^52
+fn main() {
+    let o = options();
+    let log_dir = tempfile::tempdir().expect("temp dir");
+    let keep = std::env::var_os("KEEP_LOGS").map(std::path::PathBuf::from);
+    let mut samples: Vec<(Stack, Sample)> = Vec::new();
+    let started = Instant::now();
+    for round in 1..=o.rounds {
+        for stack in Stack::ALL
+            .into_iter()
+            .filter(|s| o.only.is_none_or(|only| only == *s))
+        {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (addr, server) = serve(stack, log_dir.path(), stop.clone());
+            let _ = load(addr, o.connections, Duration::from_millis(500)); // warm-up
+            let seconds = Duration::from_secs(o.seconds);
+            let (done, hist) = load(addr, o.connections, seconds);
+            stop.store(true, Ordering::Release);
+            let _ = server.join();
+            let sample = Sample {
+                rps: done as f64 / seconds.as_secs_f64(),
+                p50_us: hist.value_at_quantile(0.50),
+                p99_us: hist.value_at_quantile(0.99),
+            };
+            println!(
+                "round {round} {:<17} {:>9.0} req/s  p50 {:>5} µs  p99 {:>5} µs",
+                stack.name(),
+                sample.rps,
+                sample.p50_us,
+                sample.p99_us
+            );
+            samples.push((stack, sample));
+        }
+    }
+    if let Some(keep) = keep {
+        for entry in std::fs::read_dir(log_dir.path())
+            .expect("log dir")
+            .flatten()
+        {
+            let _ = std::fs::copy(entry.path(), keep.join(entry.file_name()));
+        }
+    }
+    let stat = |stack: Stack, f: fn(&Sample) -> f64| {
+        median(
+            samples
+                .iter()
+                .filter(|(s, _)| *s == stack)
+                .map(|(_, x)| f(x))
+                .collect(),
+        )
+    };
+    let rps = |s| stat(s, |x| x.rps);
+    let p50 = |s| stat(s, |x| x.p50_us as f64);
+    let p99 = |s| stat(s, |x| x.p99_us as f64);
+    println!(
+        "\nmedian of {} rounds, {} connections, {} s each:",
+        o.rounds, o.connections, o.seconds
+    );
+    for stack in Stack::ALL {
+        println!(
+            "  {:<17} {:>9.0} req/s  p50 {:>5.0} µs  p99 {:>5.0} µs",
+            stack.name(),
+            rps(stack),
+            p50(stack),
+            p99(stack)
+        );
+    }
+    let (a, b, c) = (
+        rps(Stack::Bare),
+        rps(Stack::Palisade),
+        rps(Stack::TowerHttp),
+    );
+    if o.only.is_some() {
+        return;
+    }
+    println!("  palisade / bare       {:.2}x", b / a);
+    println!("  palisade / tower-http {:.2}x", b / c);
+    println!("  elapsed {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "{}",
+        serde_json::json!({
+            "bare_rps": a.round(),
+            "palisade_rps": b.round(),
+            "towerhttp_rps": c.round(),
+            "palisade_over_bare": (b / a * 1000.0).round() / 1000.0,
+            "palisade_over_towerhttp": (b / c * 1000.0).round() / 1000.0,
+            "bare_p50_us": p50(Stack::Bare),
+            "bare_p99_us": p99(Stack::Bare),
+            "palisade_p50_us": p50(Stack::Palisade),
+            "palisade_p99_us": p99(Stack::Palisade),
+            "towerhttp_p99_us": p99(Stack::TowerHttp),
+            "rounds": o.rounds,
+            "connections": o.connections,
+            "seconds": o.seconds,
+        })
+    );
+}
