@@ -155,26 +155,17 @@ where
             );
         }
         this.in_flight.take();
-        if let Some(ip) = this.client_ip {
-            tracing::info!(
-                target: "palisade::access",
-                method = %this.method,
-                route,
-                status,
-                latency_ms,
-                client_ip = %ip.ip(),
-                "request"
-            );
-        } else {
-            tracing::info!(
-                target: "palisade::access",
-                method = %this.method,
-                route,
-                status,
-                latency_ms,
-                "request"
-            );
-        }
+        // A `None` field is simply left out of the line.
+        let client_ip = this.client_ip.map(|c| tracing::field::display(c.ip()));
+        tracing::info!(
+            target: "palisade::access",
+            method = %this.method,
+            route,
+            status,
+            latency_ms,
+            client_ip,
+            "request"
+        );
         Poll::Ready(result)
     }
 }

@@ -156,19 +156,8 @@ impl Drop for BatchGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_testkit::logs::Capture as Sink;
     use std::sync::mpsc;
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn every_line_arrives_in_order_after_the_guard_drops() {
@@ -188,7 +177,7 @@ mod tests {
             t.join().unwrap();
         }
         drop(guard);
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let text = sink.text();
         assert_eq!(text.lines().count(), 4_000);
         for t in 0..4 {
             let mine: Vec<_> = text

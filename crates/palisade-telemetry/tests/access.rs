@@ -1,8 +1,6 @@
 //! The access log through a real axum router: one line per request, by route.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test code: a failed step is a failed test
 
-use std::sync::{Arc, Mutex};
-
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
@@ -10,21 +8,9 @@ use http::Request;
 use palisade_core::client_ip::PeerAddr;
 use palisade_core::{ClientIpLayer, ClientIpResolver};
 use palisade_telemetry::{AccessLogLayer, JsonFormat, RequestIdLayer, RequestIdRecorder, spawn};
+use palisade_testkit::logs::Capture;
 use tower::{ServiceBuilder, ServiceExt};
 use tracing_subscriber::prelude::*;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn handler() -> &'static str {
     tracing::info!("in handler");
@@ -69,7 +55,7 @@ fn one_line_per_request_by_route_with_the_request_id() {
             assert_eq!(res.headers()["x-request-id"], id);
         }
     });
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = buf.text();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -3,6 +3,7 @@
 //!
 //! - [`http`]: a raw HTTP/1.1 client that sends exactly the bytes it is given,
 //!   for malformed and hostile requests that ordinary clients refuse to build;
+//! - [`logs`]: an in-memory writer to capture and search log output;
 //! - [`redis`]: a real, throwaway `redis-server` on a unix socket, for tests of
 //!   anything that keeps its state in Redis (rate limits, lockouts, revoked
 //!   tokens), including what happens when the store goes away;
@@ -24,6 +25,7 @@
 
 mod error;
 pub mod http;
+pub mod logs;
 #[cfg(unix)]
 pub mod redis;
 

@@ -1,28 +1,6 @@
 use super::*;
-use std::sync::Mutex;
+use palisade_testkit::logs::Capture;
 use tracing_subscriber::prelude::*;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn lines(&self) -> Vec<serde_json::Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
-    }
-}
 
 fn capture<R>(f: impl FnOnce() -> R) -> (R, Capture) {
     let buf = Capture::default();
@@ -45,7 +23,7 @@ fn lines_have_the_contract_fields_and_a_top_level_request_id() {
         let _i = inner.enter();
         tracing::warn!(rows = 3u64, ok = true, ratio = 0.5, "inside");
     });
-    let lines = buf.lines();
+    let lines = buf.json_lines().unwrap();
     assert_eq!(lines.len(), 2);
     assert!(lines[0].get("request_id").is_none());
     let l = &lines[1];
@@ -69,12 +47,12 @@ fn secret_fields_are_redacted() {
     let ((), buf) = capture(|| {
         tracing::info!(authorization = "Bearer tok-123", cookie = "sid=abc", password = %"hunter2", api_key = ?"k-1", user = "ann", "x");
     });
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = buf.text();
     for secret in ["tok-123", "sid=abc", "hunter2", "k-1"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
-    assert_eq!(buf.lines()[0]["user"], "ann");
-    assert_eq!(buf.lines()[0]["authorization"], "[REDACTED]");
+    assert_eq!(buf.json_lines().unwrap()[0]["user"], "ann");
+    assert_eq!(buf.json_lines().unwrap()[0]["authorization"], "[REDACTED]");
 }
 
 proptest::proptest! {
@@ -83,7 +61,7 @@ proptest::proptest! {
         let ((), buf) = capture(|| {
             tracing::info!(field = %value, "{message}");
         });
-        let lines = buf.lines();
+        let lines = buf.json_lines().unwrap();
         proptest::prop_assert_eq!(lines.len(), 1);
         proptest::prop_assert_eq!(lines[0]["message"].as_str().unwrap(), message.as_str());
         proptest::prop_assert_eq!(lines[0]["field"].as_str().unwrap(), value.as_str());
