@@ -57,6 +57,46 @@ fn request_id_is_echoed_and_on_the_access_line() {
 }
 
 #[test]
+fn every_line_of_a_request_has_its_id_even_from_spawned_tasks() {
+    // Readiness checks run in tasks of their own and log at DEBUG.
+    let backend = Backend::start_with(&[("RUST_LOG", "info,palisade_telemetry=debug")]);
+    let res = Request::get("/ready")
+        .header("x-request-id", "ready-probe-7")
+        .send(backend.addr)
+        .unwrap();
+    assert_eq!(res.status, 200);
+    wait_for(&backend, |l| {
+        l["request_id"] == "ready-probe-7" && l["target"] == "palisade::access"
+    });
+    let mine: Vec<_> = json_lines(&backend)
+        .into_iter()
+        .filter(|l| l["request_id"] == "ready-probe-7")
+        .collect();
+    let messages: Vec<_> = mine
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        messages.contains(&"readiness check".to_owned()),
+        "{messages:?}"
+    );
+    assert!(messages.contains(&"request".to_owned()), "{messages:?}");
+    // No line between the request's first and last lacks the id.
+    let lines = json_lines(&backend);
+    let first = lines
+        .iter()
+        .position(|l| l["request_id"] == "ready-probe-7")
+        .unwrap();
+    let last = lines
+        .iter()
+        .rposition(|l| l["request_id"] == "ready-probe-7")
+        .unwrap();
+    for l in &lines[first..=last] {
+        assert_eq!(l["request_id"], "ready-probe-7", "{l}");
+    }
+}
+
+#[test]
 fn invalid_ids_are_replaced_and_rejections_carry_one() {
     let backend = Backend::start();
     for bad in ["x\"}{\"level\":\"ERROR", &"a".repeat(129), "has space"] {

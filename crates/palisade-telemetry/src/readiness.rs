@@ -208,14 +208,26 @@ impl Readiness {
     }
 }
 
+/// Runs one check in a task of its own (carrying the request's context, so
+/// its log lines keep the request id): a check that panics is reported down
+/// instead of failing the whole probe.
 async fn run_check(check: Check) -> CheckResult {
     let start = tokio::time::Instant::now();
-    let outcome = tokio::time::timeout(check.timeout, (check.run)()).await;
+    let run = check.run.clone();
+    let timeout = check.timeout;
+    let name = check.name.clone();
+    let outcome = crate::spawn(async move {
+        let outcome = tokio::time::timeout(timeout, run()).await;
+        tracing::debug!(check = %name, up = matches!(outcome, Ok(Ok(()))), "readiness check");
+        outcome
+    })
+    .await;
     let latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1_000.0;
     let (up, reason) = match outcome {
-        Ok(Ok(())) => (true, None),
-        Ok(Err(reason)) => (false, Some(reason)),
-        Err(_) => (false, Some("timed out".to_owned())),
+        Ok(Ok(Ok(()))) => (true, None),
+        Ok(Ok(Err(reason))) => (false, Some(reason)),
+        Ok(Err(_)) => (false, Some("timed out".to_owned())),
+        Err(_) => (false, Some("check panicked".to_owned())),
     };
     if !up {
         tracing::warn!(check = %check.name, reason = reason.as_deref().unwrap_or(""), "readiness check failed");
@@ -298,6 +310,17 @@ mod tests {
         assert!(report.checks[1].up);
         assert!((report.checks[1].latency_ms - 800.0).abs() < 1e-9);
         assert_eq!(report.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_check_is_down_not_fatal() {
+        let readiness = Readiness::with_cache(Duration::ZERO, SystemClock::shared());
+        readiness.register("broken", Duration::from_secs(1), || async {
+            panic!("bug in a check")
+        });
+        let report = readiness.check().await;
+        assert!(!report.ready);
+        assert_eq!(report.checks[0].reason.as_deref(), Some("check panicked"));
     }
 
     #[tokio::test(start_paused = true)]
