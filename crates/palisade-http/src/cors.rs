@@ -223,7 +223,19 @@ impl Cors {
                 origins: if self.any_origin {
                     AllowedOrigins::Any
                 } else {
-                    AllowedOrigins::List(origins)
+                    // The header value of each origin is built once, here.
+                    AllowedOrigins::List(
+                        origins
+                            .into_iter()
+                            .map(|o| {
+                                HeaderValue::from_str(o.as_str())
+                                    .map(|v| (o, v))
+                                    .map_err(|_| {
+                                        ConfigError::new("cors.origins", "not a valid header value")
+                                    })
+                            })
+                            .collect::<Result<_, _>>()?,
+                    )
                 },
                 credentials: self.credentials,
                 methods: self.methods,
@@ -250,7 +262,7 @@ fn parse_names(names: &[String], setting: &'static str) -> Result<Vec<HeaderName
 #[derive(Debug)]
 enum AllowedOrigins {
     Any,
-    List(Vec<Origin>),
+    List(Vec<(Origin, HeaderValue)>),
 }
 
 #[derive(Debug)]
@@ -274,8 +286,8 @@ impl Config {
             AllowedOrigins::List(list) => {
                 let value = origin.to_str().ok()?;
                 list.iter()
-                    .find(|o| o.matches(value))
-                    .and_then(|o| HeaderValue::from_str(o.as_str()).ok())
+                    .find(|(o, _)| o.matches(value))
+                    .map(|(_, v)| v.clone())
             }
         }
     }
@@ -376,7 +388,7 @@ impl CorsLayer {
             AllowedOrigins::List(list) => list.as_slice(),
             AllowedOrigins::Any => &[],
         };
-        list.iter().map(Origin::as_str)
+        list.iter().map(|(o, _)| o.as_str())
     }
 }
 

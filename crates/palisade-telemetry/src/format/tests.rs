@@ -67,3 +67,41 @@ proptest::proptest! {
         proptest::prop_assert_eq!(lines[0]["field"].as_str().unwrap(), value.as_str());
     }
 }
+
+#[test]
+fn civil_dates() {
+    let cases = [
+        (0, "1970-01-01T00:00:00"),
+        (951_782_400, "2000-02-29T00:00:00"),
+        (951_868_799, "2000-02-29T23:59:59"),
+        (1_700_000_000, "2023-11-14T22:13:20"),
+        (4_107_542_400, "2100-03-01T00:00:00"),
+        (1_795_305_600, "2026-11-22T00:00:00"),
+    ];
+    for (secs, want) in cases {
+        assert_eq!(std::str::from_utf8(&civil(secs)).unwrap(), want, "{secs}");
+    }
+}
+
+proptest::proptest! {
+    /// Day by day over four centuries, the date advances exactly one day.
+    #[test]
+    fn consecutive_days_are_consecutive_dates(day in 0u64..146_097) {
+        let a = civil(day * 86_400);
+        let b = civil((day + 1) * 86_400);
+        let parse = |d: &[u8; 19]| -> (u32, u32, u32) {
+            let s = std::str::from_utf8(d).unwrap();
+            (s[0..4].parse().unwrap(), s[5..7].parse().unwrap(), s[8..10].parse().unwrap())
+        };
+        let ((y1, m1, d1), (y2, m2, d2)) = (parse(&a), parse(&b));
+        let leap = (y1 % 4 == 0 && y1 % 100 != 0) || y1 % 400 == 0;
+        let month_len = match m1 { 2 if leap => 29, 2 => 28, 4 | 6 | 9 | 11 => 30, _ => 31 };
+        if d1 < month_len {
+            proptest::prop_assert_eq!((y2, m2, d2), (y1, m1, d1 + 1));
+        } else if m1 < 12 {
+            proptest::prop_assert_eq!((y2, m2, d2), (y1, m1 + 1, 1));
+        } else {
+            proptest::prop_assert_eq!((y2, m2, d2), (y1 + 1, 1, 1));
+        }
+    }
+}
