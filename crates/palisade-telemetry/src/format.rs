@@ -237,13 +237,19 @@ impl Visit for Fields<'_, '_> {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.key(field) {
-            self.result = write!(self.writer, "{value}");
+            self.result = if value < 0 {
+                self.writer
+                    .write_char('-')
+                    .and_then(|()| write_u64(self.writer, value.unsigned_abs()))
+            } else {
+                write_u64(self.writer, value.unsigned_abs())
+            };
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.key(field) {
-            self.result = write!(self.writer, "{value}");
+            self.result = write_u64(self.writer, value);
         }
     }
 
@@ -255,7 +261,21 @@ impl Visit for Fields<'_, '_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if self.key(field) {
-            self.result = if value.is_finite() {
+            self.result = if let Some(millis) = thousandths(value) {
+                // Exactly representable with three decimals (latencies in ms):
+                // integer formatting, no float formatting.
+                write_u64(self.writer, millis / 1_000).and_then(|()| {
+                    let frac = millis % 1_000;
+                    let digits = [
+                        b'.',
+                        b'0' + u8::try_from(frac / 100).unwrap_or(0),
+                        b'0' + u8::try_from(frac / 10 % 10).unwrap_or(0),
+                        b'0' + u8::try_from(frac % 10).unwrap_or(0),
+                    ];
+                    self.writer
+                        .write_str(std::str::from_utf8(&digits).unwrap_or(".000"))
+                })
+            } else if value.is_finite() {
                 write!(self.writer, "{value}")
             } else {
                 write!(self.writer, "\"{value}\"")
@@ -268,6 +288,39 @@ impl Visit for Fields<'_, '_> {
             self.string(format_args!("{value}"));
         }
     }
+}
+
+/// Writes `value` in decimal without going through `core::fmt`.
+fn write_u64(writer: &mut impl fmt::Write, mut value: u64) -> fmt::Result {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(slot) = buf.get_mut(at) {
+            *slot = b'0' + u8::try_from(value % 10).unwrap_or(0);
+        }
+        value /= 10;
+        if value == 0 || at == 0 {
+            break;
+        }
+    }
+    writer.write_str(std::str::from_utf8(buf.get(at..).unwrap_or(b"0")).unwrap_or("0"))
+}
+
+/// `value × 1000` when `value` is a non-negative number with at most three
+/// decimals (below 2^53 / 1000), so it can be written from integers exactly.
+fn thousandths(value: f64) -> Option<u64> {
+    if !(0.0..9.0e12).contains(&value) {
+        return None;
+    }
+    let scaled = (value * 1_000.0).round();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range checked above
+    let millis = scaled as u64;
+    #[allow(clippy::cast_precision_loss)] // below 2^53: exact
+    let back = millis as f64 / 1_000.0;
+    #[allow(clippy::float_cmp)] // an exact round trip is the point
+    let exact = back == value;
+    exact.then_some(millis)
 }
 
 /// The date and time of `unix_secs` as `YYYY-MM-DDTHH:MM:SS` (UTC, proleptic

@@ -105,3 +105,24 @@ proptest::proptest! {
         }
     }
 }
+
+proptest::proptest! {
+    /// Numbers written by the fast paths read back as the same numbers.
+    #[test]
+    fn numbers_round_trip(u in proptest::prelude::any::<u64>(), i in proptest::prelude::any::<i64>(), micros in 0u64..10_000_000_000, f in proptest::prelude::any::<f64>()) {
+        #[allow(clippy::cast_precision_loss)]
+        let ms = micros as f64 / 1_000.0;
+        let ((), buf) = capture(|| tracing::info!(u, i, ms, f, "n"));
+        let line = &buf.json_lines().unwrap()[0];
+        proptest::prop_assert_eq!(line["u"].as_u64(), Some(u));
+        proptest::prop_assert_eq!(line["i"].as_i64(), Some(i));
+        proptest::prop_assert_eq!(line["ms"].as_f64(), Some(ms));
+        if f.is_finite() {
+            // serde_json's default parser rounds very long numbers slightly.
+            let back = line["f"].as_f64().unwrap();
+            proptest::prop_assert!((back - f).abs() <= f.abs() * 1e-15, "{back} vs {f}");
+        } else {
+            proptest::prop_assert!(line["f"].is_string());
+        }
+    }
+}
