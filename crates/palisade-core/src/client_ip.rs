@@ -153,12 +153,12 @@ impl ClientIpResolver {
                     .get_all(X_FORWARDED_FOR)
                     .iter()
                     .rev()
+                    // Split on bytes, so no line is collected: an entry that is
+                    // not UTF-8 is a malformed hop like any other.
                     .flat_map(|line| {
-                        let entries = line.to_str().map_or_else(
-                            |_| vec![None],
-                            |s| s.rsplit(',').map(parse_node).collect(),
-                        );
-                        entries.into_iter()
+                        line.as_bytes()
+                            .rsplit(|b| *b == b',')
+                            .map(|entry| std::str::from_utf8(entry).ok().and_then(parse_node))
                     });
                 self.walk(peer, hops)
             }

@@ -66,7 +66,8 @@ pub struct CatchPanic<S> {
 struct RequestInfo {
     request_id: Option<RequestId>,
     method: Method,
-    path: String,
+    /// Kept whole (a reference-counted clone); only its path is logged.
+    uri: http::Uri,
 }
 
 impl RequestInfo {
@@ -79,7 +80,7 @@ impl RequestInfo {
         tracing::error!(
             request_id = self.request_id.as_ref().map(RequestId::as_str),
             method = %self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             panic = message,
             "handler panicked"
         );
@@ -105,7 +106,7 @@ where
         let info = RequestInfo {
             request_id: req.extensions().get::<RequestId>().cloned(),
             method: req.method().clone(),
-            path: req.uri().path().to_owned(),
+            uri: req.uri().clone(),
         };
         let inner = &mut self.inner;
         match catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
