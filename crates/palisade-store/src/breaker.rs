@@ -1,0 +1,216 @@
+//! The circuit breaker in front of a remote store.
+//!
+//! Closed: calls go through; `failure_threshold` consecutive failures open
+//! it. Open: calls fail at once (microseconds, not a connection timeout) for
+//! `open_for`, doubling on each failed probe up to `max_open_for`. Then one
+//! call is let through as a probe (half-open): success closes the breaker,
+//! failure opens it again.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_store::BreakerConfig;
+//!
+//! let config = BreakerConfig::default().failure_threshold(2).open_for(Duration::from_millis(200));
+//! assert_eq!(config.threshold(), 2);
+//! ```
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use palisade_core::SharedClock;
+
+/// When the breaker opens and for how long.
+#[derive(Clone, Copy, Debug)]
+#[must_use]
+pub struct BreakerConfig {
+    failure_threshold: u32,
+    open_for: Duration,
+    max_open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    /// 3 consecutive failures; open 500 ms, doubling up to 30 s.
+    fn default() -> Self {
+        Self {
+            failure_threshold: 3,
+            open_for: Duration::from_millis(500),
+            max_open_for: Duration::from_secs(30),
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// Consecutive failures that open the breaker (at least 1).
+    pub fn failure_threshold(mut self, n: u32) -> Self {
+        self.failure_threshold = n.max(1);
+        self
+    }
+
+    /// How long the breaker first stays open.
+    pub fn open_for(mut self, d: Duration) -> Self {
+        self.open_for = d;
+        self
+    }
+
+    /// The longest it stays open after repeated failed probes.
+    pub fn max_open_for(mut self, d: Duration) -> Self {
+        self.max_open_for = d;
+        self
+    }
+
+    /// The configured failure threshold.
+    pub fn threshold(&self) -> u32 {
+        self.failure_threshold
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant, backoff: Duration },
+    HalfOpen { backoff: Duration },
+}
+
+/// What the breaker says about a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Go ahead.
+    Yes,
+    /// Go ahead: this call is the probe.
+    Probe,
+    /// Fail at once.
+    No,
+}
+
+/// A state change worth logging and counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transition {
+    Opened,
+    Closed,
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    config: BreakerConfig,
+    clock: SharedClock,
+    state: Mutex<State>,
+}
+
+impl Breaker {
+    pub(crate) fn new(config: BreakerConfig, clock: SharedClock) -> Self {
+        Self {
+            config,
+            clock,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        }
+    }
+
+    pub(crate) fn admit(&self) -> Admit {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match *state {
+            State::Closed { .. } => Admit::Yes,
+            State::HalfOpen { .. } => Admit::No,
+            State::Open { until, backoff } => {
+                if self.clock.now() >= until {
+                    *state = State::HalfOpen { backoff };
+                    Admit::Probe
+                } else {
+                    Admit::No
+                }
+            }
+        }
+    }
+
+    pub(crate) fn success(&self) -> Option<Transition> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let was_closed = matches!(*state, State::Closed { .. });
+        *state = State::Closed { failures: 0 };
+        (!was_closed).then_some(Transition::Closed)
+    }
+
+    pub(crate) fn failure(&self) -> Option<Transition> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.clock.now();
+        match *state {
+            State::Closed { failures } => {
+                let failures = failures + 1;
+                if failures >= self.config.failure_threshold {
+                    *state = State::Open {
+                        until: now + self.config.open_for,
+                        backoff: self.config.open_for,
+                    };
+                    Some(Transition::Opened)
+                } else {
+                    *state = State::Closed { failures };
+                    None
+                }
+            }
+            State::HalfOpen { backoff } => {
+                let backoff = (backoff * 2).min(self.config.max_open_for);
+                *state = State::Open {
+                    until: now + backoff,
+                    backoff,
+                };
+                None
+            }
+            // A call admitted before the breaker opened failed late.
+            State::Open { .. } => None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(
+            *self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            State::Closed { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::ManualClock;
+
+    #[test]
+    fn opens_probes_backs_off_and_recovers() {
+        let (clock, shared) = ManualClock::shared();
+        let b = Breaker::new(
+            BreakerConfig::default()
+                .failure_threshold(2)
+                .open_for(Duration::from_secs(1))
+                .max_open_for(Duration::from_secs(3)),
+            shared,
+        );
+        assert_eq!(b.admit(), Admit::Yes);
+        assert_eq!(b.failure(), None);
+        assert_eq!(b.failure(), Some(Transition::Opened));
+        assert_eq!(b.admit(), Admit::No);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(b.admit(), Admit::Probe);
+        assert_eq!(b.admit(), Admit::No, "one probe at a time");
+        assert_eq!(b.failure(), None);
+        clock.advance(Duration::from_millis(1999));
+        assert_eq!(b.admit(), Admit::No, "backoff doubled to 2 s");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(b.admit(), Admit::Probe);
+        b.failure();
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(b.admit(), Admit::Probe, "capped at 3 s");
+        assert_eq!(b.success(), Some(Transition::Closed));
+        assert!(b.is_closed());
+        assert_eq!(b.admit(), Admit::Yes);
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_count() {
+        let (_clock, shared) = ManualClock::shared();
+        let b = Breaker::new(BreakerConfig::default().failure_threshold(2), shared);
+        b.failure();
+        assert_eq!(b.success(), None);
+        assert_eq!(b.failure(), None);
+        assert!(b.is_closed());
+    }
+}
