@@ -5,6 +5,7 @@
 //!   limiter key that groups IPv6 clients by prefix;
 //! - [`clock`]: injectable time, so tests move a clock instead of sleeping;
 //! - [`request_id`]: the validated request id that correlates responses and logs;
+//! - [`principal`]: the authenticated caller, set by an auth layer, read by others;
 //! - [`body`] and [`future`]: the response body and future of layers that can
 //!   answer on their own;
 //! - [`ConfigError`]: the error of every fallible builder.
@@ -29,11 +30,13 @@ pub mod client_ip;
 pub mod clock;
 mod error;
 pub mod future;
+pub mod principal;
 pub mod problem;
 pub mod request_id;
 
 pub use client_ip::{ClientIp, ClientIpLayer, ClientIpResolver};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::ConfigError;
+pub use principal::Principal;
 pub use problem::{FieldError, ProblemDetails, ProblemType, Rejection};
 pub use request_id::RequestId;

@@ -1,0 +1,510 @@
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code: panics are the assertions
+//! The rate-limit layer through real axum routers, with an injected clock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use palisade_core::client_ip::{ClientIpLayer, ClientIpResolver, PeerAddr};
+use palisade_core::{ManualClock, Principal};
+use palisade_ratelimit::{ClientConcurrencyLayer, KeyBy, Policy, RateLimit, RateLimitLayer};
+use palisade_store::{FailPolicy, MemoryStore, Quota, Store};
+use tower::{ServiceBuilder, ServiceExt};
+
+fn memory() -> (Arc<ManualClock>, Store) {
+    let (clock, shared) = ManualClock::shared();
+    let store = Store::memory(MemoryStore::builder().clock(shared).build());
+    (clock, store)
+}
+
+fn contract_limits(store: Store) -> RateLimitLayer {
+    RateLimit::new(store)
+        .policy(Policy::new("global", Quota::per_second(30).with_burst(50)))
+        .policy(
+            Policy::new("login", Quota::per_minute(5))
+                .routes(["/auth/login"])
+                .fail(FailPolicy::FailClosed)
+                .hide_headers(),
+        )
+        .policy(
+            Policy::new("login-account", Quota::per_minute(10))
+                .key(KeyBy::json_field("email"))
+                .routes(["/auth/login"])
+                .fail(FailPolicy::FailClosed)
+                .hide_headers(),
+        )
+        .policy(
+            Policy::new("register", Quota::per_minute(3))
+                .routes(["/auth/register"])
+                .fail(FailPolicy::FailClosed)
+                .hide_headers(),
+        )
+        .policy(Policy::new("api", Quota::per_minute(100)).key(KeyBy::user()))
+        .build()
+        .unwrap()
+}
+
+fn app(limits: RateLimitLayer, resolver: ClientIpResolver) -> Router {
+    Router::new()
+        .route(
+            "/auth/login",
+            post(|body: String| async move { format!("got {} bytes", body.len()) }),
+        )
+        .route("/auth/register", post(|| async { "registered" }))
+        .route("/me", get(|| async { "me" }))
+        .route("/health", get(|| async { "ok" }))
+        .layer(limits)
+        .layer(
+            ServiceBuilder::new()
+                .map_request(|mut req: Request<Body>| {
+                    // Stands in for the auth layer: a bearer token names the user.
+                    let user = req
+                        .headers()
+                        .get("x-test-user")
+                        .and_then(|v| v.to_str().ok())
+                        .map(Principal::new);
+                    if let Some(user) = user {
+                        req.extensions_mut().insert(user);
+                    }
+                    req
+                })
+                .layer(ClientIpLayer::new(resolver)),
+        )
+}
+
+fn from(peer: &str, req: http::request::Builder) -> http::request::Builder {
+    req.extension(PeerAddr(SocketAddr::new(peer.parse().unwrap(), 40_000)))
+}
+
+fn login(peer: &str, email: &str) -> Request<Body> {
+    from(peer, Request::post("/auth/login"))
+        .header("content-type", "application/json")
+        .body(Body::from(format!(
+            r#"{{"email":"{email}","password":"wrong"}}"#
+        )))
+        .unwrap()
+}
+
+async fn status(app: &Router, req: Request<Body>) -> http::Response<Body> {
+    app.clone().oneshot(req).await.unwrap()
+}
+
+async fn json(res: http::Response<Body>) -> serde_json::Value {
+    serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn sixth_login_from_one_ip_is_429_with_retry_after_and_no_quota_headers() {
+    let (clock, store) = memory();
+    let app = app(contract_limits(store), ClientIpResolver::default());
+    for i in 0..5 {
+        let res = status(&app, login("198.51.100.7", &format!("user{i}@example.com"))).await;
+        assert_eq!(res.status(), StatusCode::OK, "attempt {i}");
+        assert!(
+            res.headers().get("ratelimit").is_none(),
+            "login hides its quota"
+        );
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.starts_with(b"got 4"), "the handler got the whole body");
+    }
+    let res = status(&app, login("198.51.100.7", "user9@example.com")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "12");
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert!(res.headers().get("ratelimit").is_none());
+    assert!(res.headers().get("ratelimit-policy").is_none());
+    let body = json(res).await;
+    assert_eq!(body["status"], 429);
+    assert_eq!(body["type"], "urn:palisade:problem:rate-limited");
+
+    // Another client is not affected.
+    let res = status(&app, login("198.51.100.8", "user1@example.com")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // The clock edge: one slot back after exactly 12 s, not before.
+    clock.advance(Duration::from_millis(11_999));
+    let res = status(&app, login("198.51.100.7", "a@example.com")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "1");
+    clock.advance(Duration::from_millis(1));
+    let res = status(&app, login("198.51.100.7", "a@example.com")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn fourth_registration_is_429() {
+    let (_clock, store) = memory();
+    let app = app(contract_limits(store), ClientIpResolver::default());
+    let register = || {
+        from("203.0.113.5", Request::post("/auth/register"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(status(&app, register()).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        status(&app, register()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn per_account_limit_follows_the_json_field_across_ips() {
+    let (_clock, store) = memory();
+    let app = app(contract_limits(store), ClientIpResolver::default());
+    // 10 attempts on one account from 10 addresses, with varying case.
+    for i in 0..10 {
+        let email = if i % 2 == 0 {
+            "Victim@Example.com"
+        } else {
+            " victim@example.com"
+        };
+        let res = status(&app, login(&format!("192.0.2.{i}"), email)).await;
+        assert_eq!(res.status(), StatusCode::OK, "attempt {i}");
+    }
+    let res = status(&app, login("192.0.2.200", "victim@example.com")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Other accounts from that address are fine.
+    let res = status(&app, login("192.0.2.200", "other@example.com")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_refused_request_consumes_no_other_policy() {
+    let (_clock, store) = memory();
+    let limits = contract_limits(store);
+    let app = app(limits.clone(), ClientIpResolver::default());
+    for _ in 0..5 {
+        status(&app, login("198.51.100.1", "a@example.com")).await;
+    }
+    for _ in 0..40 {
+        let res = status(&app, login("198.51.100.1", "a@example.com")).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    // The global burst of 50 lost only the 5 allowed logins.
+    for i in 0..45 {
+        let res = status(
+            &app,
+            from("198.51.100.1", Request::get("/health"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK, "health {i}");
+    }
+    let res = status(
+        &app,
+        from("198.51.100.1", Request::get("/health"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limits.decisions("login", "limited"), 40);
+    assert_eq!(limits.decisions("login", "allowed"), 5);
+    assert_eq!(limits.decisions("global", "limited"), 1);
+}
+
+#[tokio::test]
+async fn quota_headers_follow_the_draft_on_open_routes() {
+    let (_clock, store) = memory();
+    let app = app(contract_limits(store), ClientIpResolver::default());
+    let req = || {
+        from("203.0.113.1", Request::get("/health"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let res = status(&app, req()).await;
+    assert_eq!(res.headers()["ratelimit-policy"], "\"global\";q=30;w=1");
+    assert_eq!(res.headers()["ratelimit"], "\"global\";r=49;t=1");
+    let res = status(&app, req()).await;
+    assert_eq!(res.headers()["ratelimit"], "\"global\";r=48;t=1");
+}
+
+#[tokio::test]
+async fn per_user_limit_applies_to_authenticated_requests_only() {
+    let (_clock, store) = memory();
+    let limits = RateLimit::new(store)
+        .policy(Policy::new("api", Quota::per_minute(3)).key(KeyBy::user()))
+        .build()
+        .unwrap();
+    let app = app(limits, ClientIpResolver::default());
+    let me = |user: Option<&str>, ip: &str| {
+        let mut b = from(ip, Request::get("/me"));
+        if let Some(u) = user {
+            b = b.header("x-test-user", u);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    for i in 0..3 {
+        // The same user from different addresses shares one budget.
+        let res = status(&app, me(Some("u1"), &format!("192.0.2.{i}"))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        status(&app, me(Some("u1"), "192.0.2.99")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        status(&app, me(Some("u2"), "192.0.2.0")).await.status(),
+        StatusCode::OK
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            status(&app, me(None, "192.0.2.0")).await.status(),
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_does_not_change_the_key() {
+    let (_clock, store) = memory();
+    let limits = RateLimit::new(store)
+        .policy(Policy::new("login", Quota::per_minute(2)))
+        .build()
+        .unwrap();
+    let resolver = ClientIpResolver::builder()
+        .trusted_proxy("10.0.0.0/8")
+        .build()
+        .unwrap();
+    let app = app(limits, resolver);
+    let spoof = |xff: &str, peer: &str| {
+        from(peer, Request::get("/health"))
+            .header("x-forwarded-for", xff)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // An attacker rotating X-Forwarded-For from one untrusted address.
+    assert_eq!(
+        status(&app, spoof("1.1.1.1", "203.0.113.66"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        status(&app, spoof("2.2.2.2", "203.0.113.66"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        status(&app, spoof("3.3.3.3", "203.0.113.66"))
+            .await
+            .status(),
+        429
+    );
+    // Through the trusted proxy, the rightmost untrusted hop is the client:
+    // a spoofed leftmost entry does not help.
+    assert_eq!(
+        status(&app, spoof("9.9.9.9, 198.51.100.4", "10.1.2.3"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        status(&app, spoof("8.8.8.8, 198.51.100.4", "10.1.2.3"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        status(&app, spoof("7.7.7.7, 198.51.100.4", "10.9.9.9"))
+            .await
+            .status(),
+        429
+    );
+    // A different real client behind the proxy has its own budget.
+    assert_eq!(
+        status(&app, spoof("198.51.100.5", "10.1.2.3"))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_grouped_by_prefix() {
+    let (_clock, store) = memory();
+    let limits = RateLimit::new(store)
+        .policy(Policy::new("g", Quota::per_minute(2)))
+        .build()
+        .unwrap();
+    let app = app(limits, ClientIpResolver::default());
+    let req = |ip: &str| {
+        from(ip, Request::get("/health"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(status(&app, req("2001:db8:1:1::1")).await.status(), 200);
+    assert_eq!(
+        status(&app, req("2001:db8:1:1:ffff::9")).await.status(),
+        200
+    );
+    assert_eq!(status(&app, req("2001:db8:1:1::abcd")).await.status(), 429);
+    assert_eq!(status(&app, req("2001:db8:1:2::1")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn dry_run_counts_but_never_refuses_and_bypass_skips() {
+    let (_clock, store) = memory();
+    let limits = RateLimit::new(store)
+        .policy(Policy::new("trial", Quota::per_minute(2)).dry_run())
+        .policy(
+            Policy::new("strict", Quota::per_minute(1))
+                .bypass_networks(["192.0.2.0/24".parse().unwrap()])
+                .bypass_if(|parts| parts.headers.contains_key("x-admin")),
+        )
+        .build()
+        .unwrap();
+    let app = app(limits.clone(), ClientIpResolver::default());
+    let req = |ip: &str, admin: bool| {
+        let mut b = from(ip, Request::get("/health"));
+        if admin {
+            b = b.header("x-admin", "1");
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(status(&app, req("192.0.2.1", false)).await.status(), 200);
+        assert_eq!(status(&app, req("203.0.113.1", true)).await.status(), 200);
+    }
+    assert_eq!(limits.decisions("trial", "dry_run_limited"), 6);
+    assert_eq!(limits.decisions("strict", "bypassed"), 10);
+    assert_eq!(status(&app, req("203.0.113.2", false)).await.status(), 200);
+    assert_eq!(status(&app, req("203.0.113.2", false)).await.status(), 429);
+}
+
+#[tokio::test]
+async fn oversized_body_on_a_body_keyed_route_is_413_and_non_json_skips_the_policy() {
+    let (_clock, store) = memory();
+    let limits = RateLimit::new(store)
+        .policy(
+            Policy::new("acct", Quota::per_minute(1))
+                .key(KeyBy::json_field("email"))
+                .routes(["/auth/login"]),
+        )
+        .max_body(1024)
+        .build()
+        .unwrap();
+    let app = app(limits, ClientIpResolver::default());
+    let big = from("192.0.2.1", Request::post("/auth/login"))
+        .header("content-type", "application/json")
+        .body(Body::from(vec![b' '; 4096]))
+        .unwrap();
+    assert_eq!(
+        status(&app, big).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    for _ in 0..3 {
+        let text = from("192.0.2.1", Request::post("/auth/login"))
+            .header("content-type", "text/plain")
+            .body(Body::from(r#"{"email":"a@b.c"}"#))
+            .unwrap();
+        assert_eq!(status(&app, text).await.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn missing_client_ip_layer_is_a_loud_500() {
+    let (_clock, store) = memory();
+    let limits = RateLimit::new(store)
+        .policy(Policy::new("g", Quota::per_minute(2)))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(limits);
+    let res = app
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let (_clock, store) = memory();
+    let dup = RateLimit::new(store.clone())
+        .policy(Policy::new("a", Quota::per_minute(1)))
+        .policy(Policy::new("a", Quota::per_minute(2)))
+        .build();
+    assert!(dup.is_err());
+    let bad_name = RateLimit::new(store.clone())
+        .policy(Policy::new("a{b}", Quota::per_minute(1)))
+        .build();
+    assert!(bad_name.is_err());
+    let four_parts = RateLimit::new(store)
+        .policy(
+            Policy::new("a", Quota::per_minute(1)).key(
+                KeyBy::client_ip()
+                    .and(KeyBy::user())
+                    .and(KeyBy::route())
+                    .and(KeyBy::json_field("x")),
+            ),
+        )
+        .build();
+    assert!(four_parts.is_err());
+}
+
+#[tokio::test]
+async fn concurrent_requests_per_client_are_capped() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handler_gate = Arc::clone(&gate);
+    let cap = ClientConcurrencyLayer::new(3);
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(move || {
+                let gate = Arc::clone(&handler_gate);
+                async move {
+                    gate.acquire().await.unwrap().forget();
+                    "done"
+                }
+            }),
+        )
+        .layer(cap.clone())
+        .layer(ClientIpLayer::new(ClientIpResolver::default()));
+    let req = |ip: &str| from(ip, Request::get("/slow")).body(Body::empty()).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let app = app.clone();
+        let r = req("192.0.2.1");
+        held.push(tokio::spawn(async move { app.oneshot(r).await.unwrap() }));
+    }
+    // Wait (bounded, no sleeping across a window) until all three are inside.
+    for _ in 0..1000 {
+        if cap.in_flight() == 3 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(cap.in_flight(), 3);
+    let res = app.clone().oneshot(req("192.0.2.1")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "1");
+    // Another client still gets in (and waits on the gate like the others).
+    let other = tokio::spawn({
+        let app = app.clone();
+        let r = req("192.0.2.2");
+        async move { app.oneshot(r).await.unwrap() }
+    });
+    gate.add_permits(4);
+    for h in held {
+        let res = h.await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        // The slot is held until the body is done.
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(other.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(cap.in_flight(), 0);
+    gate.add_permits(1);
+    let res = app.oneshot(req("192.0.2.1")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "the slots were given back");
+}
