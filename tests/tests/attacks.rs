@@ -109,13 +109,23 @@ fn a_flood_of_concurrent_connections_is_served() {
             std::thread::spawn(move || {
                 (0..25)
                     .map(|_| Request::get("/health").send(addr).map_or(0, |r| r.status))
-                    .filter(|s| *s == 200)
-                    .count()
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
-    let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    assert_eq!(ok, 400);
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    // Every request is answered: served, or refused by the per-IP limit
+    // (burst 50) — never dropped, never a 5xx.
+    assert_eq!(statuses.len(), 400);
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 429)),
+        "{statuses:?}"
+    );
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(ok >= 50, "{ok} served");
 }
 
 #[test]

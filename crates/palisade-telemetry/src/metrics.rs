@@ -37,6 +37,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::{Mutex, PoisonError};
 
 /// The latency buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 15] = [
@@ -106,7 +107,7 @@ fn latency_histogram() -> Histogram {
 
 #[derive(Debug)]
 struct Inner {
-    registry: Registry,
+    registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     in_flight: Gauge<i64, AtomicI64>,
@@ -162,7 +163,7 @@ impl Metrics {
             rejections.clone(),
         );
         Self(Arc::new(Inner {
-            registry,
+            registry: Mutex::new(registry),
             requests,
             latency,
             in_flight,
@@ -226,11 +227,26 @@ impl Metrics {
             .get()
     }
 
+    /// Adds metrics of other components (the rate limiter's, the store's) to
+    /// the same exposition.
+    pub fn register(&self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self
+            .0
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
+        let registry = self
+            .0
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }

@@ -8,6 +8,8 @@
 //! | --- | --- |
 //! | `http` (default) | [`http`]: headers, CORS, timeouts, body limits, panics, CSRF, allowlists; [`telemetry`]: request ids, JSON logs, access logs |
 //! | `axum` (default) | extractors (`ValidatedJson`, `ClientIp`, `CspNonce`), `IntoResponse` for problems, [`SecureLayer::apply`](stack::SecureLayer::apply) |
+//! | `ratelimit` | `store` (memory store: GCRA, counters, marks) and `ratelimit` (policies, the limiting layer, per-client concurrency caps) |
+//! | `redis` | the Redis store behind `store::Store`, with fail policies and a circuit breaker |
 //!
 //! [`core`] (problem details, client IP, clock, request id) is always there.
 //!
@@ -36,6 +38,10 @@
 pub use palisade_core as core;
 #[cfg(feature = "http")]
 pub use palisade_http as http;
+#[cfg(feature = "ratelimit")]
+pub use palisade_ratelimit as ratelimit;
+#[cfg(feature = "ratelimit")]
+pub use palisade_store as store;
 #[cfg(feature = "http")]
 pub use palisade_telemetry as telemetry;
 

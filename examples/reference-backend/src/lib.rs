@@ -18,6 +18,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use palisade::core::ConfigError;
 use palisade::prelude::*;
+use palisade::ratelimit::{KeyBy, Policy, RateLimit, RateLimitLayer};
+use palisade::store::{FailPolicy, MemoryStore, Quota, RedisOptions, Store};
 use palisade::telemetry::{Metrics, Readiness};
 use palisade_config::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -38,12 +40,19 @@ pub struct AppState {
     readiness: Readiness,
     metrics: Metrics,
     metrics_token: Option<std::sync::Arc<SecretString>>,
+    store: Store,
 }
 
 impl AppState {
-    /// State over an open database, with its readiness check registered.
-    pub fn new(db: &SqlitePool, metrics_token: Option<SecretString>) -> Self {
+    /// State over an open database and the store, with their readiness
+    /// checks registered.
+    pub fn new(db: &SqlitePool, store: Store, metrics_token: Option<SecretString>) -> Self {
         let readiness = Readiness::new();
+        let ready_store = store.clone();
+        readiness.register("store", READY_CHECK_TIMEOUT, move || {
+            let store = ready_store.clone();
+            async move { store.check().await.map_err(|e| e.to_string()) }
+        });
         let pool = db.clone();
         readiness.register("database", READY_CHECK_TIMEOUT, move || {
             let pool = pool.clone();
@@ -59,7 +68,13 @@ impl AppState {
             readiness,
             metrics: Metrics::new(),
             metrics_token: metrics_token.map(std::sync::Arc::new),
+            store,
         }
+    }
+
+    /// The store of limits (and, later, lockouts and revocations).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Marks the service as draining: `/ready` answers 503 from now on.
@@ -127,6 +142,52 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// The shared store: Redis when `APP_REDIS_URL` is set (with a local memory
+/// store for routes that fall back), else memory. No I/O: Redis is reached on
+/// first use, so the service starts while Redis is down and says so on `/ready`.
+pub fn open_store(settings: &Settings) -> Result<Store, ConfigError> {
+    let local = MemoryStore::default();
+    match &settings.redis_url {
+        None => Ok(Store::memory(local)),
+        Some(url) => Store::redis(
+            url.expose_secret(),
+            "APP_REDIS_URL",
+            &RedisOptions::default(),
+            local,
+        )
+        .map_err(|e| match e {
+            palisade::store::StoreError::Config(c) => c,
+            other => ConfigError::new("APP_REDIS_URL", other.to_string()),
+        }),
+    }
+}
+
+/// The contract's rate limits ("Default limits"): any request 30/s burst 50
+/// per client IP; logins 5/min and registrations 3/min per client IP (fail
+/// closed when Redis is down, quota not advertised); authenticated API
+/// requests 100/min per user (once an auth layer sets the `Principal`).
+pub fn rate_limits(store: Store) -> Result<RateLimitLayer, ConfigError> {
+    let post = || [axum::http::Method::POST];
+    RateLimit::new(store)
+        .policy(Policy::new("global", Quota::per_second(30).with_burst(50)))
+        .policy(
+            Policy::new("login", Quota::per_minute(5))
+                .routes(["/auth/login"])
+                .methods(post())
+                .fail(FailPolicy::FailClosed)
+                .hide_headers(),
+        )
+        .policy(
+            Policy::new("register", Quota::per_minute(3))
+                .routes(["/auth/register"])
+                .methods(post())
+                .fail(FailPolicy::FailClosed)
+                .hide_headers(),
+        )
+        .policy(Policy::new("api", Quota::per_minute(100)).key(KeyBy::user()))
+        .build()
+}
+
 /// The application: routes wrapped in the Palisade secure stack.
 pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigError> {
     let client_ip = ClientIpResolver::builder()
@@ -143,11 +204,18 @@ pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigErro
         .allow_headers(["authorization", "content-type", "x-request-id"])
         .expose_headers(["x-request-id", "retry-after"]);
     let metrics = state.metrics.clone();
+    let limits = rate_limits(state.store.clone())?;
+    metrics.register(|registry| {
+        limits.register_metrics(registry);
+        state.store.register_metrics(registry);
+    });
     let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(self::metrics))
-        .with_state(state);
+        .with_state(state)
+        // Inside the stack: after ClientIp, with route patterns known.
+        .layer(limits);
     Ok(SecureStack::api()
         .client_ip(client_ip)
         .cors(cors)
@@ -207,7 +275,8 @@ async fn metrics(
 /// [`SHUTDOWN_GRACE`].
 pub async fn run(settings: Settings) -> Result<(), RunError> {
     let db = open_database(&settings).await?;
-    let state = AppState::new(&db, settings.metrics_token.clone());
+    let store = open_store(&settings).map_err(RunError::Config)?;
+    let state = AppState::new(&db, store, settings.metrics_token.clone());
     let app = router(state.clone(), &settings).map_err(RunError::Config)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

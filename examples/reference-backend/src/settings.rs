@@ -83,6 +83,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `APP_DATABASE_URL`, default `sqlite://<data dir>/app.db`.
     pub database_url: String,
+    /// `APP_REDIS_URL`: the shared store of limits, lockouts and revocations;
+    /// absent = in-process memory. A secret: the URL may hold a password.
+    pub redis_url: Option<SecretString>,
     /// `APP_TRUSTED_PROXIES`: CIDRs whose forwarding headers are believed.
     pub trusted_proxies: Vec<String>,
     /// `APP_CORS_ORIGINS`: exact origins allowed to call the API from a browser.
@@ -197,6 +200,7 @@ impl Settings {
                 profile,
                 data_dir: raw.data_dir,
                 database_url,
+                redis_url: raw.redis_url.map(SecretString::from),
                 trusted_proxies: raw.trusted_proxies,
                 cors_origins: raw.cors_origins,
                 jwt_key,

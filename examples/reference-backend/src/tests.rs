@@ -8,7 +8,7 @@ use tower::ServiceExt;
 async fn app(dir: &Path) -> (Router, AppState, SqlitePool) {
     let settings = Settings::from_vars([("APP_DATA_DIR", dir.display().to_string())]).unwrap();
     let db = open_database(&settings).await.unwrap();
-    let state = AppState::new(&db, None);
+    let state = AppState::new(&db, open_store(&settings).unwrap(), None);
     (router(state.clone(), &settings).unwrap(), state, db)
 }
 
