@@ -121,7 +121,6 @@ impl Quota {
 
     /// The same quota with its interval rounded down to whole microseconds,
     /// the unit of the Redis scripts, so both sides compute identically.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn rounded_to_micros(self) -> Self {
         Self {
             interval_ns: (self.interval_ns / 1000).max(1) * 1000,
