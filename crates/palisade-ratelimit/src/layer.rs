@@ -83,6 +83,16 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 /// The `RateLimit` header.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
+/// The outcomes counted per policy.
+const OUTCOMES: [&str; 6] = [
+    "allowed",
+    "limited",
+    "dry_run_limited",
+    "bypassed",
+    "unavailable",
+    "degraded",
+];
+
 /// The largest body read to find a JSON key field.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
@@ -99,6 +109,9 @@ struct Shared {
     policy_headers: Vec<Option<HeaderValue>>,
     max_body: usize,
     decisions: Family<DecisionLabels, Counter>,
+    /// Per policy, one counter per entry of [`OUTCOMES`], resolved once so a
+    /// decision counts with one atomic increment.
+    counters: Vec<[Counter; OUTCOMES.len()]>,
     clock: SharedClock,
     epoch: Instant,
 }
@@ -187,6 +200,21 @@ impl RateLimit {
             }
         }
         let policy_headers = self.policies.iter().map(Policy::policy_header).collect();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        let counters = self
+            .policies
+            .iter()
+            .map(|p| {
+                OUTCOMES.map(|outcome| {
+                    decisions
+                        .get_or_create(&DecisionLabels {
+                            policy: Arc::clone(&p.name),
+                            outcome,
+                        })
+                        .clone()
+                })
+            })
+            .collect();
         let clock = self.store.local().clock();
         let epoch = clock.now();
         Ok(RateLimitLayer {
@@ -196,7 +224,8 @@ impl RateLimit {
                 policies: self.policies,
                 policy_headers,
                 max_body: self.max_body,
-                decisions: Family::default(),
+                decisions,
+                counters,
                 clock,
                 epoch,
             }),
@@ -258,6 +287,7 @@ struct Plan {
     // (policy index, key); `None` key = policy needs the body, not read yet.
     items: [Option<(usize, Option<OwnedKey>)>; MAX_KEYS],
     needs_body: bool,
+    has_dry_run: bool,
 }
 
 /// What happens to the request.
@@ -272,13 +302,15 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 impl Shared {
-    fn count(&self, policy: &Policy, outcome: &'static str) {
-        self.decisions
-            .get_or_create(&DecisionLabels {
-                policy: Arc::clone(&policy.name),
-                outcome,
-            })
-            .inc();
+    fn count(&self, policy: usize, outcome: &'static str) {
+        let position = OUTCOMES.iter().position(|o| *o == outcome);
+        let counter = self
+            .counters
+            .get(policy)
+            .and_then(|c| c.get(position?));
+        if let Some(counter) = counter {
+            counter.inc();
+        }
     }
 
     /// Picks the policies and builds the keys that need no body.
@@ -290,7 +322,7 @@ impl Shared {
                 continue;
             }
             if policy.bypassed(parts) {
-                self.count(policy, "bypassed");
+                self.count(index, "bypassed");
                 continue;
             }
             let key = if policy.key.needs_body() {
@@ -304,6 +336,7 @@ impl Shared {
                 }
             };
             if let Some(slot) = slots.next() {
+                plan.has_dry_run |= policy.dry_run;
                 *slot = Some((index, key));
             }
         }
@@ -390,8 +423,8 @@ impl Shared {
         decision: &Result<Decision, StoreError>,
     ) -> Verdict {
         let Ok(decision) = decision else {
-            for p in which.iter().filter_map(|&i| self.policies.get(i)) {
-                self.count(p, "unavailable");
+            for &i in which {
+                self.count(i, "unavailable");
             }
             let problem = ProblemDetails::new(ProblemType::UNAVAILABLE)
                 .with_detail("the rate limit store is unavailable; retry shortly")
@@ -412,7 +445,7 @@ impl Shared {
                 // Refused because another policy of the same call refused.
                 (false, true) => continue,
             };
-            self.count(policy, outcome);
+            self.count(i, outcome);
             if !o.allowed {
                 self.warn_burst(policy, plan, i, o);
             }
@@ -484,9 +517,9 @@ impl Shared {
                 continue;
             };
             if o.allowed {
-                self.count(policy, "allowed");
+                self.count(i, "allowed");
             } else {
-                self.count(policy, "dry_run_limited");
+                self.count(i, "dry_run_limited");
                 if policy.warn.note(self.now_secs()).is_some() {
                     tracing::warn!(
                         target: "palisade::ratelimit",
@@ -504,10 +537,10 @@ impl Shared {
             return None;
         }
         let placeholder = GcraRequest::new(Key::new(""), Quota::per_second(1));
-        let mut dry = [placeholder; MAX_KEYS];
-        let mut dry_which = [0usize; MAX_KEYS];
-        let n = self.requests(plan, true, &mut dry, &mut dry_which);
-        if n > 0 {
+        if plan.has_dry_run {
+            let mut dry = [placeholder; MAX_KEYS];
+            let mut dry_which = [0usize; MAX_KEYS];
+            let n = self.requests(plan, true, &mut dry, &mut dry_which);
             let decision = self.store.try_gcra_now(dry.get(..n)?)?;
             self.dry_run_verdicts(dry_which.get(..n)?, &Ok(decision));
         }
@@ -523,13 +556,15 @@ impl Shared {
 
     async fn decide(&self, parts: &Parts, plan: &Plan) -> Verdict {
         let placeholder = GcraRequest::new(Key::new(""), Quota::per_second(1));
-        let mut dry = [placeholder; MAX_KEYS];
-        let mut dry_which = [0usize; MAX_KEYS];
-        let n = self.requests(plan, true, &mut dry, &mut dry_which);
-        if let (true, Some(reqs), Some(which)) = (n > 0, dry.get(..n), dry_which.get(..n)) {
-            let fail = self.fail_policy(which);
-            let decision = self.store.gcra(&self.tag, reqs, fail).await;
-            self.dry_run_verdicts(which, &decision);
+        if plan.has_dry_run {
+            let mut dry = [placeholder; MAX_KEYS];
+            let mut dry_which = [0usize; MAX_KEYS];
+            let n = self.requests(plan, true, &mut dry, &mut dry_which);
+            if let (Some(reqs), Some(which)) = (dry.get(..n), dry_which.get(..n)) {
+                let fail = self.fail_policy(which);
+                let decision = self.store.gcra(&self.tag, reqs, fail).await;
+                self.dry_run_verdicts(which, &decision);
+            }
         }
         let mut reqs = [placeholder; MAX_KEYS];
         let mut which = [0usize; MAX_KEYS];
