@@ -304,10 +304,7 @@ fn ceil_secs(d: Duration) -> u64 {
 impl Shared {
     fn count(&self, policy: usize, outcome: &'static str) {
         let position = OUTCOMES.iter().position(|o| *o == outcome);
-        let counter = self
-            .counters
-            .get(policy)
-            .and_then(|c| c.get(position?));
+        let counter = self.counters.get(policy).and_then(|c| c.get(position?));
         if let Some(counter) = counter {
             counter.inc();
         }
