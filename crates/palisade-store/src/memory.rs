@@ -499,13 +499,20 @@ impl MemoryStore {
 
     /// Whether a mark exists.
     pub fn is_marked(&self, key: &Key<'_>) -> bool {
+        self.any_marked(std::slice::from_ref(key))
+    }
+
+    /// Whether any of the marks exists.
+    pub fn any_marked(&self, keys: &[Key<'_>]) -> bool {
         let now = self.now();
-        let fp = self.fingerprint(KIND_MARK, key);
-        self.0.shards.get(self.shard_of(fp)).is_some_and(|m| {
-            m.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .alive(fp, now)
-                .is_some()
+        keys.iter().any(|key| {
+            let fp = self.fingerprint(KIND_MARK, key);
+            self.0.shards.get(self.shard_of(fp)).is_some_and(|m| {
+                m.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .alive(fp, now)
+                    .is_some()
+            })
         })
     }
 

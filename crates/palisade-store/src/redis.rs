@@ -281,12 +281,19 @@ impl RedisBackend {
         Ok(())
     }
 
-    pub(crate) async fn is_marked(&self, tag: &str, key: &Key<'_>) -> Result<bool, Unavailable> {
+    pub(crate) async fn any_marked(
+        &self,
+        tag: &str,
+        keys: &[Key<'_>],
+    ) -> Result<bool, Unavailable> {
         let mut conn = self.conn.clone();
-        let cmd = redis::cmd("EXISTS").arg(self.key(tag, 'm', key)).clone();
+        let mut cmd = redis::cmd("EXISTS");
+        for key in keys {
+            cmd.arg(self.key(tag, 'm', key));
+        }
         let fut = cmd.query_async::<i64>(&mut conn);
         match tokio::time::timeout(self.call_timeout, fut).await {
-            Ok(Ok(n)) => Ok(n == 1),
+            Ok(Ok(n)) => Ok(n > 0),
             Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
                 Err(Unavailable::Connection)
             }

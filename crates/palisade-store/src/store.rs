@@ -242,21 +242,31 @@ impl Store {
         key: &Key<'_>,
         fail: FailPolicy,
     ) -> Result<bool, StoreError> {
+        self.any_marked(tag, std::slice::from_ref(key), fail).await
+    }
+
+    /// Whether any of the marks exists, in one round trip.
+    pub async fn any_marked(
+        &self,
+        tag: &str,
+        keys: &[Key<'_>],
+        fail: FailPolicy,
+    ) -> Result<bool, StoreError> {
         #[cfg(feature = "redis")]
         if let Some(remote) = &self.0.remote {
             let result = self
-                .guarded(remote, remote.backend.is_marked(tag, key))
+                .guarded(remote, remote.backend.any_marked(tag, keys))
                 .await;
             return match result {
                 Ok(marked) => Ok(marked),
                 Err(e) => self.degrade(fail, e, |source| match source {
-                    Source::Fallback => self.0.local.is_marked(key),
+                    Source::Fallback => self.0.local.any_marked(keys),
                     _ => false,
                 }),
             };
         }
         let _ = (tag, fail);
-        Ok(self.0.local.is_marked(key))
+        Ok(self.0.local.any_marked(keys))
     }
 
     /// Readiness: the memory store is always up; Redis must answer `PING`.
