@@ -2,6 +2,8 @@
 //!
 //! - [`lockout`]: account lockout over the shared store, reserve-then-settle.
 //! - [`jwt`]: access tokens, refresh tokens, revocations.
+//! - [`layer`]: the authenticating layer and the `AuthUser` extractor.
 
 pub mod jwt;
+pub mod layer;
 pub mod lockout;
