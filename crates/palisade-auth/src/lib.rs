@@ -4,6 +4,8 @@
 //! - [`jwt`]: access tokens, refresh tokens, revocations.
 //! - [`layer`]: the authenticating layer and the `AuthUser` extractor.
 
+pub mod hash;
 pub mod jwt;
 pub mod layer;
 pub mod lockout;
+pub mod password;

@@ -1,0 +1,186 @@
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code: panics are the assertions
+//! The hashing service: ceilings, rehash, pepper, the bounded pool.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use palisade_auth::hash::{Ceiling, HashError, HashParams, Hasher, calibrate};
+use secrecy::{SecretBox, SecretString};
+
+/// Small parameters: debug builds of argon2 are slow.
+const FAST: HashParams = HashParams::new(256, 1, 1);
+
+fn pw(s: &str) -> SecretString {
+    SecretString::from(s)
+}
+
+fn pepper(byte: u8) -> SecretBox<[u8]> {
+    SecretBox::new(vec![byte; 32].into_boxed_slice())
+}
+
+#[tokio::test]
+async fn a_tampered_hash_asking_for_gigabytes_is_refused_without_allocating() {
+    let hasher = Hasher::builder().params(FAST).build().unwrap();
+    let good = hasher.hash(&pw("a long passphrase")).await.unwrap();
+    let (head, tail) = good.split_once("$m=256,t=1,p=1$").unwrap();
+    for params in [
+        "m=4194304,t=1,p=1",
+        "m=256,t=100000,p=1",
+        "m=256,t=1,p=255",
+        "m=65537,t=1,p=1",
+    ] {
+        let tampered = format!("{head}${params}${tail}");
+        assert_eq!(
+            hasher.verify(&pw("a long passphrase"), &tampered).await,
+            Err(HashError::InvalidHash),
+            "{params}"
+        );
+    }
+    // Not argon2id, not a PHC string, oversized.
+    let argon2i = good.replacen("argon2id", "argon2i", 1);
+    for bad in [
+        argon2i.as_str(),
+        "plain",
+        "$argon2id$v=19$",
+        &"$".repeat(600),
+    ] {
+        assert_eq!(
+            hasher.verify(&pw("x"), bad).await,
+            Err(HashError::InvalidHash)
+        );
+    }
+    // At the ceiling itself: accepted (64 MiB is allowed).
+    let ceiling = Ceiling::default();
+    assert_eq!(ceiling.m_kib, 65_536);
+}
+
+#[tokio::test]
+async fn weaker_hashes_need_a_rehash() {
+    let weak = Hasher::builder().params(FAST).build().unwrap();
+    let strong = Hasher::builder()
+        .params(HashParams::new(512, 2, 1))
+        .build()
+        .unwrap();
+    let phc = weak.hash(&pw("passphrase one")).await.unwrap();
+    assert!(strong.needs_rehash(&phc));
+    assert!(!weak.needs_rehash(&phc));
+    // Still verifies: login works, then the app rehashes.
+    assert!(strong.verify(&pw("passphrase one"), &phc).await.unwrap());
+    assert!(strong.needs_rehash("not a hash"));
+}
+
+#[tokio::test]
+async fn peppers_are_required_identified_and_rotatable() {
+    let old = Hasher::builder()
+        .params(FAST)
+        .pepper("k1", pepper(1))
+        .build()
+        .unwrap();
+    let phc = old.hash(&pw("peppered words")).await.unwrap();
+    assert!(phc.contains("keyid="), "{phc}");
+    assert!(old.verify(&pw("peppered words"), &phc).await.unwrap());
+    // Without the pepper the hash cannot be verified (nor brute-forced).
+    let none = Hasher::builder().params(FAST).build().unwrap();
+    assert_eq!(
+        none.verify(&pw("peppered words"), &phc).await,
+        Err(HashError::InvalidHash)
+    );
+    // A wrong key under the same id fails.
+    let wrong = Hasher::builder()
+        .params(FAST)
+        .pepper("k1", pepper(2))
+        .build()
+        .unwrap();
+    assert!(!wrong.verify(&pw("peppered words"), &phc).await.unwrap());
+    // Rotation: k2 current, k1 previous.
+    let rotated = Hasher::builder()
+        .params(FAST)
+        .pepper("k2", pepper(3))
+        .previous_pepper("k1", pepper(1))
+        .build()
+        .unwrap();
+    assert!(rotated.verify(&pw("peppered words"), &phc).await.unwrap());
+    assert!(rotated.needs_rehash(&phc));
+    let fresh = rotated.hash(&pw("peppered words")).await.unwrap();
+    assert!(!rotated.needs_rehash(&fresh));
+    // Bad pepper configuration is refused.
+    assert!(
+        Hasher::builder()
+            .pepper("bad id!", pepper(1))
+            .build()
+            .is_err()
+    );
+    assert!(
+        Hasher::builder()
+            .pepper("k", SecretBox::new(vec![1; 8].into_boxed_slice()))
+            .build()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_saturated_pool_answers_busy_instead_of_queueing_forever() {
+    let hasher = Hasher::builder()
+        .params(HashParams::new(8192, 3, 1))
+        .workers(1)
+        .queue(2)
+        .build()
+        .unwrap();
+    let password = pw("a password to hash");
+    let jobs: Vec<_> = (0..10).map(|_| hasher.hash(&password)).collect();
+    let results = join_all(jobs).await;
+    let busy = results
+        .iter()
+        .filter(|r| **r == Err(HashError::Busy))
+        .count();
+    let done = results.iter().filter(|r| r.is_ok()).count();
+    assert!(busy >= 7, "{busy} busy");
+    assert!((1..=3).contains(&done), "{done} done");
+}
+
+#[tokio::test]
+async fn jobs_that_waited_past_the_queue_timeout_are_refused() {
+    let hasher = Hasher::builder()
+        .params(HashParams::new(8192, 3, 1))
+        .workers(1)
+        .queue(8)
+        .queue_timeout(Duration::ZERO)
+        .build()
+        .unwrap();
+    let password = pw("a password to hash");
+    let results = join_all((0..4).map(|_| hasher.hash(&password))).await;
+    // The first job may be picked up at once; the others waited.
+    assert!(
+        results
+            .iter()
+            .filter(|r| **r == Err(HashError::Busy))
+            .count()
+            >= 3
+    );
+}
+
+#[tokio::test]
+async fn oversized_passwords_and_the_dummy() {
+    let hasher = Hasher::builder().params(FAST).build().unwrap();
+    assert_eq!(
+        hasher.hash(&pw(&"a".repeat(1 << 20))).await,
+        Err(HashError::TooLong)
+    );
+    assert_eq!(
+        hasher
+            .verify(
+                &pw(&"a".repeat(1 << 20)),
+                "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+            )
+            .await,
+        Err(HashError::TooLong)
+    );
+    hasher.verify_dummy(&pw("whatever")).await.unwrap();
+    assert!(!format!("{hasher:?}").contains("argon2id$"));
+}
+
+#[test]
+fn calibration_reports_timings() {
+    let c = calibrate(FAST, 2, 8).unwrap();
+    assert!(c.median > Duration::ZERO && c.p99 >= c.median && c.per_second > 0.0);
+}
