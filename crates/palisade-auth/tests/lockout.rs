@@ -190,3 +190,18 @@ async fn redis_lockout_thresholds_and_fail_closed_outage() {
         Err(LockoutError::Unavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn a_cancelled_attempt_gives_its_slots_back() {
+    let (_clock, lockout) = memory();
+    for _ in 0..4 {
+        fail(&lockout, "frank@example.com", ip(5)).await.unwrap();
+    }
+    for _ in 0..10 {
+        let attempt = lockout.reserve("frank@example.com", ip(5)).await.unwrap();
+        lockout.settle(attempt, Settlement::Cancelled).await;
+    }
+    // Still one failure left before the lock.
+    fail(&lockout, "frank@example.com", ip(5)).await.unwrap();
+    assert!(lockout.reserve("frank@example.com", ip(5)).await.is_err());
+}

@@ -144,6 +144,11 @@ fn context_words_are_refused_in_any_case_or_form() {
         codes(&p, "x7-ｊｏｈｎｎｙ.b-rocks", &["johnny.b"]),
         ["contains_identifier"]
     );
+    // Parts of the local part count too.
+    assert_eq!(
+        codes(&p, "x7-HOPPER-rocks", &["grace.hopper"]),
+        ["contains_identifier"]
+    );
     // Words under 3 characters are ignored.
     assert!(codes(&p, "x7-al-rocks-hard", &["al"]).is_empty());
 }

@@ -230,6 +230,13 @@ impl HmacKey {
     }
 }
 
+/// A copy for another component (the copy is zeroized on drop too).
+impl Clone for HmacKey {
+    fn clone(&self) -> Self {
+        Self::from_bytes(self.algorithm, self.bytes.expose_secret().to_vec())
+    }
+}
+
 impl fmt::Debug for HmacKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HmacKey")

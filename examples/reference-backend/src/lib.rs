@@ -4,6 +4,7 @@
 //! (the router, the settings, the server loop) plus a thin `main`, so that its
 //! pieces can be tested in-process as well as black-box.
 
+pub mod auth;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -14,13 +15,19 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use palisade::core::ConfigError;
 use palisade::prelude::*;
 use palisade::ratelimit::{KeyBy, Policy, RateLimit, RateLimitLayer};
 use palisade::store::{FailPolicy, MemoryStore, Quota, RedisOptions, Store};
 use palisade::telemetry::{Metrics, Readiness};
+use palisade_auth::hash::Hasher;
+use palisade_auth::jwt::{Jwt, JwtConfig, Revocations};
+use palisade_auth::layer::AuthLayer;
+use palisade_auth::lockout::{Lockout, LockoutPolicy};
+use palisade_auth::password::PasswordPolicy;
+use palisade_config::keys::KeyRing;
 use palisade_config::{ExposeSecret, SecretString};
 use serde_json::json;
 use sqlx::SqlitePool;
@@ -41,12 +48,36 @@ pub struct AppState {
     metrics: Metrics,
     metrics_token: Option<std::sync::Arc<SecretString>>,
     store: Store,
+    auth: auth::AuthState,
 }
 
 impl AppState {
     /// State over an open database and the store, with their readiness
     /// checks registered.
-    pub fn new(db: &SqlitePool, store: Store, metrics_token: Option<SecretString>) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// The auth services refused their configuration.
+    pub fn new(db: &SqlitePool, store: Store, settings: &Settings) -> Result<Self, ConfigError> {
+        Self::with_clock(db, store, settings, palisade::core::SystemClock::shared())
+    }
+
+    /// Like [`AppState::new`], with the clock of tokens and refresh times
+    /// (tests move it instead of sleeping).
+    ///
+    /// # Errors
+    ///
+    /// The auth services refused their configuration.
+    pub fn with_clock(
+        db: &SqlitePool,
+        store: Store,
+        settings: &Settings,
+        clock: palisade::core::SharedClock,
+    ) -> Result<Self, ConfigError> {
+        let auth = auth::AuthState {
+            auth: std::sync::Arc::new(build_auth(settings, &store, clock)?),
+            db: db.clone(),
+        };
         let readiness = Readiness::new();
         let ready_store = store.clone();
         readiness.register("store", READY_CHECK_TIMEOUT, move || {
@@ -64,12 +95,13 @@ impl AppState {
                     .map_err(|_| "query failed".to_owned())
             }
         });
-        Self {
+        Ok(Self {
             readiness,
             metrics: Metrics::new(),
-            metrics_token: metrics_token.map(std::sync::Arc::new),
+            metrics_token: settings.metrics_token.clone().map(std::sync::Arc::new),
             store,
-        }
+            auth,
+        })
     }
 
     /// The store of limits (and, later, lockouts and revocations).
@@ -142,6 +174,35 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// The JWT issuer of the reference backend.
+pub const JWT_ISSUER: &str = "palisade-reference-backend";
+/// The JWT audience of the reference backend.
+pub const JWT_AUDIENCE: &str = "palisade-reference-api";
+
+/// The auth services over the shared store: tokens signed with
+/// `APP_JWT_SECRET`, lockout and revocations in the store, the hashing pool
+/// at OWASP parameters (one thread per core), the password policy.
+pub fn build_auth(
+    settings: &Settings,
+    store: &Store,
+    clock: palisade::core::SharedClock,
+) -> Result<auth::Auth, ConfigError> {
+    let jwt = Jwt::new(
+        KeyRing::new(settings.jwt_key.clone()),
+        JwtConfig::new(JWT_ISSUER, JWT_AUDIENCE),
+    )?
+    .with_clock(std::sync::Arc::clone(&clock));
+    let revocations = Revocations::new(store.clone(), jwt.access_ttl());
+    Ok(auth::Auth {
+        jwt: std::sync::Arc::new(jwt),
+        revocations,
+        lockout: Lockout::new(store.clone(), LockoutPolicy::default()),
+        hasher: Hasher::builder().build()?,
+        policy: PasswordPolicy::default().service_name(auth::SERVICE_NAME),
+        clock,
+    })
+}
+
 /// The shared store: Redis when `APP_REDIS_URL` is set (with a local memory
 /// store for routes that fall back), else memory. No I/O: Redis is reached on
 /// first use, so the service starts while Redis is down and says so on `/ready`.
@@ -208,14 +269,29 @@ pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigErro
     metrics.register(|registry| {
         limits.register_metrics(registry);
         state.store.register_metrics(registry);
+        state.auth.auth.lockout.register_metrics(registry);
     });
+    let auth_layer = AuthLayer::new(
+        std::sync::Arc::clone(&state.auth.auth.jwt),
+        state.auth.auth.revocations.clone(),
+    );
+    let auth_routes = Router::new()
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/me", get(auth::me))
+        .with_state(state.auth.clone());
     let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(self::metrics))
         .with_state(state)
-        // Inside the stack: after ClientIp, with route patterns known.
-        .layer(limits);
+        .merge(auth_routes)
+        // Inside the stack, after ClientIp, with route patterns known: the
+        // auth layer first (it names the user), then the limits.
+        .layer(limits)
+        .layer(auth_layer);
     Ok(SecureStack::api()
         .client_ip(client_ip)
         .cors(cors)
@@ -276,7 +352,7 @@ async fn metrics(
 pub async fn run(settings: Settings) -> Result<(), RunError> {
     let db = open_database(&settings).await?;
     let store = open_store(&settings).map_err(RunError::Config)?;
-    let state = AppState::new(&db, store, settings.metrics_token.clone());
+    let state = AppState::new(&db, store, &settings).map_err(RunError::Config)?;
     let app = router(state.clone(), &settings).map_err(RunError::Config)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await

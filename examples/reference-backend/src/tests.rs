@@ -8,7 +8,7 @@ use tower::ServiceExt;
 async fn app(dir: &Path) -> (Router, AppState, SqlitePool) {
     let settings = Settings::from_vars([("APP_DATA_DIR", dir.display().to_string())]).unwrap();
     let db = open_database(&settings).await.unwrap();
-    let state = AppState::new(&db, open_store(&settings).unwrap(), None);
+    let state = AppState::new(&db, open_store(&settings).unwrap(), &settings).unwrap();
     (router(state.clone(), &settings).unwrap(), state, db)
 }
 
@@ -70,4 +70,262 @@ async fn database_is_created_private_and_migrated() {
             .await
             .unwrap();
     assert_eq!(tables.len(), 1);
+}
+
+mod auth_flow {
+    use super::*;
+    use palisade::core::ManualClock;
+    use std::sync::Arc;
+
+    struct Env {
+        app: Router,
+        clock: Arc<ManualClock>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn env() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let settings =
+            Settings::from_vars([("APP_DATA_DIR", dir.path().display().to_string())]).unwrap();
+        let db = open_database(&settings).await.unwrap();
+        let clock = Arc::new(ManualClock::at_unix(Duration::from_secs(1_800_000_000)));
+        let shared: palisade::core::SharedClock = clock.clone();
+        let state =
+            AppState::with_clock(&db, open_store(&settings).unwrap(), &settings, shared).unwrap();
+        Env {
+            app: router(state, &settings).unwrap(),
+            clock,
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        bearer: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        // A new client address per request: these tests are about the auth
+        // flow, not the per-IP limits (tested black-box).
+        static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        let mut req = req.body(body).unwrap();
+        let octet = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        req.extensions_mut()
+            .insert(PeerAddr(([10, 0, 0, octet], 9).into()));
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    const PASSWORD: &str = "violet quartz harbor timber";
+
+    async fn signed_in(app: &Router) -> serde_json::Value {
+        let creds = serde_json::json!({"email": "Ada@Example.com", "password": PASSWORD});
+        let (status, body) = call(app, "POST", "/auth/register", None, Some(creds.clone())).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["email"], "ada@example.com");
+        let (status, tokens) = call(app, "POST", "/auth/login", None, Some(creds)).await;
+        assert_eq!(status, 200, "{tokens}");
+        tokens
+    }
+
+    #[tokio::test]
+    async fn refresh_rotates_and_a_replayed_token_revokes_the_family() {
+        let env = env().await;
+        let first = signed_in(&env.app).await;
+        let refresh =
+            |t: &serde_json::Value| serde_json::json!({"refresh_token": t["refresh_token"]});
+        let (status, second) = call(
+            &env.app,
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(refresh(&first)),
+        )
+        .await;
+        assert_eq!(status, 200, "{second}");
+        assert_ne!(second["refresh_token"], first["refresh_token"]);
+        // Within the grace window a replay is refused but harmless.
+        let (status, _) = call(
+            &env.app,
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(refresh(&first)),
+        )
+        .await;
+        assert_eq!(status, 401);
+        let (status, third) = call(
+            &env.app,
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(refresh(&second)),
+        )
+        .await;
+        assert_eq!(status, 200, "{third}");
+        let access = third["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(
+            call(&env.app, "GET", "/me", Some(&access), None).await.0,
+            200
+        );
+        // After it, a replay of a spent token revokes the whole family.
+        env.clock
+            .advance(auth::REUSE_GRACE + Duration::from_secs(1));
+        let (status, _) = call(
+            &env.app,
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(refresh(&first)),
+        )
+        .await;
+        assert_eq!(status, 401);
+        let (status, _) = call(
+            &env.app,
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(refresh(&third)),
+        )
+        .await;
+        assert_eq!(status, 401, "the newest token of the family is revoked too");
+        assert_eq!(
+            call(&env.app, "GET", "/me", Some(&access), None).await.0,
+            401
+        );
+    }
+
+    #[tokio::test]
+    async fn logout_stops_the_access_token_and_the_refresh_family() {
+        let env = env().await;
+        let tokens = signed_in(&env.app).await;
+        let access = tokens["access_token"].as_str().unwrap();
+        let (status, me) = call(&env.app, "GET", "/me", Some(access), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(me["email"], "ada@example.com");
+        assert!(
+            me["created_at"]
+                .as_str()
+                .unwrap()
+                .starts_with("2027-01-15T"),
+            "{me}"
+        );
+        assert_eq!(
+            call(&env.app, "POST", "/auth/logout", Some(access), None)
+                .await
+                .0,
+            204
+        );
+        assert_eq!(
+            call(&env.app, "GET", "/me", Some(access), None).await.0,
+            401
+        );
+        assert_eq!(
+            call(&env.app, "POST", "/auth/logout", Some(access), None)
+                .await
+                .0,
+            401
+        );
+        let refresh = serde_json::json!({"refresh_token": tokens["refresh_token"]});
+        assert_eq!(
+            call(&env.app, "POST", "/auth/refresh", None, Some(refresh))
+                .await
+                .0,
+            401
+        );
+    }
+
+    #[tokio::test]
+    async fn access_tokens_expire_after_fifteen_minutes() {
+        let env = env().await;
+        let tokens = signed_in(&env.app).await;
+        assert_eq!(tokens["expires_in"], 900);
+        assert_eq!(tokens["token_type"], "Bearer");
+        let access = tokens["access_token"].as_str().unwrap();
+        env.clock.advance(Duration::from_secs(900 + 4));
+        assert_eq!(
+            call(&env.app, "GET", "/me", Some(access), None).await.0,
+            200,
+            "leeway"
+        );
+        env.clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            call(&env.app, "GET", "/me", Some(access), None).await.0,
+            401
+        );
+    }
+
+    #[tokio::test]
+    async fn registration_validates_and_refuses_duplicates() {
+        let env = env().await;
+        let reg = |email: &str, password: &str| {
+            Some(serde_json::json!({"email": email, "password": password}))
+        };
+        let (status, body) = call(
+            &env.app,
+            "POST",
+            "/auth/register",
+            None,
+            reg("not-an-email", PASSWORD),
+        )
+        .await;
+        assert_eq!(status, 422);
+        assert_eq!(body["errors"][0]["field"], "email");
+        for (password, code) in [
+            ("Zq7#k", "too_short"),
+            ("password123", "too_common"),
+            ("grace-hopper-rules", "contains_identifier"),
+            (&"x".repeat(129) as &str, "too_long"),
+        ] {
+            let (status, body) = call(
+                &env.app,
+                "POST",
+                "/auth/register",
+                None,
+                reg("grace.hopper@example.com", password),
+            )
+            .await;
+            assert_eq!(status, 422, "{password}: {body}");
+            assert_eq!(body["errors"][0]["field"], "password");
+            assert_eq!(body["errors"][0]["code"], code, "{body}");
+            assert!(
+                !body.to_string().contains(password),
+                "the password is not echoed"
+            );
+        }
+        let (status, _) = call(
+            &env.app,
+            "POST",
+            "/auth/register",
+            None,
+            reg("grace@example.com", PASSWORD),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (status, body) = call(
+            &env.app,
+            "POST",
+            "/auth/register",
+            None,
+            reg("GRACE@Example.com", PASSWORD),
+        )
+        .await;
+        assert_eq!(status, 409, "{body}");
+    }
 }
