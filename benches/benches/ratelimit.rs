@@ -29,7 +29,10 @@ fn layer(c: &mut Criterion) {
         .layer(limits)
         .layer(ClientIpLayer::new(ClientIpResolver::default()));
     let mut group = c.benchmark_group("ratelimit_layer");
-    for (name, app) in [("client_ip_only", with_ip), ("client_ip_and_limiter", limited)] {
+    for (name, app) in [
+        ("client_ip_only", with_ip),
+        ("client_ip_and_limiter", limited),
+    ] {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.to_async(&rt).iter(|| {
                 let app = app.clone();
