@@ -100,7 +100,8 @@ pub enum PathRejection {
     /// A control character (C0, DEL, C1).
     #[error("the path contains a control character")]
     ControlChar,
-    /// An invisible formatting character (bidi override, zero-width...).
+    /// An invisible formatting character (bidi override, zero-width...) or a
+    /// Unicode noncharacter.
     #[error("the path contains an invisible formatting character")]
     FormatChar,
     /// A character Windows reserves in names (`<`, `>`, `"`, `|`, `?`, `*`).
@@ -459,7 +460,8 @@ fn check_char(c: char) -> Result<(), PathRejection> {
     }
 }
 
-/// Invisible characters that make a name display differently from what it is.
+/// Invisible characters that make a name display differently from what it
+/// is, and noncharacters.
 fn is_format_char(c: char) -> bool {
     matches!(c,
         '\u{00AD}' // soft hyphen
@@ -472,9 +474,10 @@ fn is_format_char(c: char) -> bool {
         | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, bidi isolates
         | '\u{FE00}'..='\u{FE0F}' // variation selectors
         | '\u{FEFF}' // byte order mark
+        | '\u{FDD0}'..='\u{FDEF}' // noncharacters
         | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
         | '\u{E0000}'..='\u{E007F}' // tags
-    )
+    ) || (u32::from(c) & 0xFFFE) == 0xFFFE // noncharacters U+xFFFE, U+xFFFF
 }
 
 /// Characters that look like `/` or `\` but are not (NFKC keeps most of them).

@@ -824,10 +824,7 @@ fn rename_no_replace(dir: &OwnedFd, from: &str, to: &str) -> Result<(), FsError>
 pub(crate) fn random_hex() -> Result<String, FsError> {
     let mut bytes = [0_u8; 16];
     getrandom::fill(&mut bytes).map_err(|_| FsError::Io(io::Error::other("no randomness")))?;
-    Ok(bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
-        s
-    }))
+    Ok(crate::upload::hex(&bytes))
 }
 
 pub(crate) fn map_errno(errno: Errno) -> FsError {
