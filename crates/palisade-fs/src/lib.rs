@@ -112,6 +112,27 @@
 //! assert_eq!(send("DELETE", "/files/notes/a.txt", "").await.unwrap().status(), 404);
 //! # });
 //! ```
+//!
+//! # Performance
+//!
+//! `benches/open_read.rs` opens and reads a 4 KiB file two directories deep
+//! (`docs/2024/report.txt`) through a `SafeRoot` and through `std::fs::File::open`
+//! with a plain path, in the same criterion run (`cargo bench -p palisade-fs`).
+//! Six runs on a shared 2-core Linux 6.18 machine (criterion point estimates;
+//! the machine is noisy, so single runs vary by ±20%):
+//!
+//! | variant | median time | median ratio to `std::fs` | range of ratios |
+//! | --- | --- | --- | --- |
+//! | `std::fs` | ≈ 4.6 µs | 1 | — |
+//! | `SafeRoot`, `openat2` (default on Linux) | ≈ 4.5 µs | **1.05×** | 0.83–1.14× |
+//! | `SafeRoot`, user-space walk | ≈ 10 µs | 2.1× | 1.75–2.79× |
+//! | rules (`parse_encoded`) + `openat2` | ≈ 6.4 µs | 1.5× | 0.97–1.92× |
+//!
+//! Kernel confinement costs nothing measurable: `openat2` is one system call
+//! like `open`, and both paths `fstat` once. The walk opens and closes one
+//! descriptor per directory level, hence ~2× for a 3-component path; it is the
+//! fallback for kernels without `openat2`. Parsing a request path (decode,
+//! UTF-8, rules; NFKC is skipped for ASCII) adds about 1–2 µs.
 
 pub mod error;
 pub mod path;

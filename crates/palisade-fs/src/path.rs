@@ -337,7 +337,12 @@ impl PathRules {
     /// in it is [`PathRejection::DoubleEncoded`].
     pub fn parse(&self, decoded: &str) -> Result<SafePath, PathRejection> {
         self.check(decoded)?;
-        let normalised: String = decoded.nfkc().collect();
+        // NFKC leaves ASCII unchanged: skip it for the common case.
+        let normalised: String = if decoded.is_ascii() {
+            decoded.to_owned()
+        } else {
+            decoded.nfkc().collect()
+        };
         if normalised != decoded {
             self.check(&normalised).map_err(|reason| match reason {
                 PathRejection::TooLong
@@ -348,15 +353,6 @@ impl PathRules {
             })?;
         }
         Ok(SafePath::from_checked(normalised))
-    }
-
-    /// Checks one file name (a single component), e.g. an entry of a
-    /// directory listing.
-    pub fn check_name(&self, name: &str) -> Result<(), PathRejection> {
-        if name.contains('/') {
-            return Err(PathRejection::EmptyComponent);
-        }
-        self.parse(name).map(|_| ())
     }
 
     fn check(&self, path: &str) -> Result<(), PathRejection> {
@@ -507,6 +503,10 @@ fn is_device_name(component: &str) -> bool {
         .split_once('.')
         .map_or(component, |(stem, _)| stem)
         .trim_end_matches([' ', '.']);
+    // The longest device name, `CONOUT$`, is 7 bytes.
+    if stem.len() > 7 {
+        return false;
+    }
     let mut chars = stem.chars();
     let prefix: String = chars
         .by_ref()
