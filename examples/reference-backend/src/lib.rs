@@ -5,6 +5,7 @@
 //! pieces can be tested in-process as well as black-box.
 
 pub mod auth;
+pub mod files;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -49,6 +50,7 @@ pub struct AppState {
     metrics_token: Option<std::sync::Arc<SecretString>>,
     store: Store,
     auth: auth::AuthState,
+    files: files::FilesState,
 }
 
 impl AppState {
@@ -101,6 +103,9 @@ impl AppState {
             metrics_token: settings.metrics_token.clone().map(std::sync::Arc::new),
             store,
             auth,
+            files: files::FilesState::open(&settings.data_dir).map_err(|_| {
+                ConfigError::new("APP_DATA_DIR", "the files directory could not be opened")
+            })?,
         })
     }
 
@@ -282,12 +287,22 @@ pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigErro
         .route("/auth/logout", post(auth::logout))
         .route("/me", get(auth::me))
         .with_state(state.auth.clone());
+    // Uploads may be 10 MiB; the JSON routes keep the stack's 1 MiB.
+    let file_routes = Router::new()
+        .route(
+            "/files/{*path}",
+            get(files::get).put(files::put).delete(files::delete),
+        )
+        .route("/files", get(files::list))
+        .with_state(state.files.clone())
+        .layer(palisade::http::BodyLimitLayer::new(files::MAX_UPLOAD));
     let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(self::metrics))
         .with_state(state)
         .merge(auth_routes)
+        .merge(file_routes)
         // Inside the stack, after ClientIp, with route patterns known: the
         // auth layer first (it names the user), then the limits.
         .layer(limits)

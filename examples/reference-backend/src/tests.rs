@@ -329,3 +329,121 @@ mod auth_flow {
         assert_eq!(status, 409, "{body}");
     }
 }
+
+mod files_corpus {
+    use super::*;
+    use palisade::core::ManualClock;
+    use palisade::store::{MemoryStore, Store};
+    use std::sync::Arc;
+
+    /// The traversal corpus of palisade-fs through the real router, with
+    /// the limits' clock moved between requests so they never interfere.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_corpus_payload_escapes_the_users_root_or_causes_a_5xx() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let settings = Settings::from_vars([("APP_DATA_DIR", data.display().to_string())]).unwrap();
+        let db = open_database(&settings).await.unwrap();
+        // The limits' clock moves; the tokens' clock does not (tokens stay valid).
+        let (clock, limits_clock) = ManualClock::shared();
+        let store = Store::memory(MemoryStore::builder().clock(limits_clock).build());
+        let tokens_clock = Arc::new(ManualClock::at_unix(Duration::from_secs(1_800_000_000)));
+        let state = AppState::with_clock(&db, store, &settings, tokens_clock).unwrap();
+        let app = router(state, &settings).unwrap();
+        // A canary next to the users' roots and one in the data dir.
+        std::fs::write(data.join("canary.txt"), "CANARY-DATA").unwrap();
+        std::fs::write(data.join("files").join("canary.txt"), "CANARY-FILES").unwrap();
+
+        let send = |method: &str, uri: &str, token: Option<&str>, body: &str| {
+            let mut req = Request::builder().method(method).uri(uri);
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let req = req.header(
+                "content-type",
+                if body.starts_with('{') {
+                    "application/json"
+                } else {
+                    "text/plain"
+                },
+            );
+            let mut req = req.body(Body::from(body.to_owned())).ok()?;
+            req.extensions_mut()
+                .insert(PeerAddr("127.0.0.1:9".parse().unwrap()));
+            Some(app.clone().oneshot(req))
+        };
+        let creds = r#"{"email":"eve@example.com","password":"violet quartz harbor timber"}"#;
+        assert_eq!(
+            send("POST", "/auth/register", None, creds)
+                .unwrap()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+        let res = send("POST", "/auth/login", None, creds)
+            .unwrap()
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let tokens: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let token = tokens["access_token"].as_str().unwrap().to_owned();
+
+        let corpus = include_str!("../../../crates/palisade-fs/tests/data/traversal.txt");
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        let mut sent = 0;
+        for line in corpus
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            for method in ["GET", "PUT", "DELETE"] {
+                clock.advance(Duration::from_secs(2));
+                let Some(fut) = send(method, &format!("/files/{line}"), Some(&token), "payload")
+                else {
+                    continue; // not a valid request target: hyper would answer 400
+                };
+                let res = fut.await.unwrap();
+                let status = res.status().as_u16();
+                let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                assert!(status < 500, "{method} {line:?}: {status}");
+                assert!(
+                    !String::from_utf8_lossy(&body).contains("CANARY"),
+                    "{method} {line:?}"
+                );
+                *statuses.entry(status).or_default() += 1;
+                sent += 1;
+            }
+        }
+        assert!(sent > 1500, "{sent} requests");
+        assert!(
+            !statuses.contains_key(&429) && !statuses.contains_key(&401),
+            "{statuses:?}"
+        );
+        // Every file on disk is one of ours or inside the user's root.
+        let root = data.join("files");
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path != root.join("canary.txt") {
+                    let rel = path.strip_prefix(&root).unwrap();
+                    assert_eq!(rel.components().count() >= 2, true, "{}", path.display());
+                }
+            }
+        }
+        for entry in std::fs::read_dir(&data).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(
+                ["files", "canary.txt"].contains(&name.as_str()) || name.starts_with("app.db"),
+                "{name}"
+            );
+        }
+        println!("corpus statuses: {statuses:?}");
+    }
+}

@@ -1,0 +1,280 @@
+//! `/files` of the reference backend, black-box: every row of the contract,
+//! uploads stopped at the cap, types that must agree, other users' files.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code: a failed step is a failed test
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+
+use palisade_security_tests::Backend;
+use palisade_security_tests::http::{Request, Response};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "violet quartz harbor timber";
+const PNG: &[u8] = &[
+    0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, b'I', b'H', b'D', b'R', 0, 0, 0,
+    1, 0, 0, 0, 1, 8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89,
+];
+
+fn token(addr: SocketAddr, email: &str) -> String {
+    let creds = json!({"email": email, "password": PASSWORD}).to_string();
+    let send = |path: &str| {
+        Request::post(path)
+            .header("content-type", "application/json")
+            .body(creds.clone())
+            .send(addr)
+            .unwrap()
+    };
+    assert_eq!(send("/auth/register").status, 201);
+    let res = send("/auth/login");
+    assert_eq!(res.status, 200);
+    res.json().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    ct: &str,
+    body: &[u8],
+) -> Response {
+    Request::new(method, path)
+        .header("authorization", &format!("Bearer {token}"))
+        .header("content-type", ct)
+        .body(body.to_vec())
+        .send(addr)
+        .unwrap()
+}
+
+#[test]
+#[allow(clippy::too_many_lines)] // one walk through the contract rows, in order
+fn every_files_row_of_the_contract() {
+    let backend = Backend::start();
+    let addr = backend.addr;
+    let alice = token(addr, "alice@example.com");
+    let bob = {
+        // A second registration from this address is within the 3/min limit.
+        token(addr, "bob@example.com")
+    };
+
+    let res = call(
+        addr,
+        "PUT",
+        "/files/notes/todo.txt",
+        &alice,
+        "text/plain",
+        b"buy milk",
+    );
+    assert_eq!(res.status, 201, "{}", res.text());
+    let stored: Value = res.json().unwrap();
+    assert_eq!(stored["path"], "notes/todo.txt");
+    assert_eq!(stored["size"], 8);
+    assert_eq!(stored["content_type"], "text/plain");
+    assert_eq!(stored["sha256"].as_str().unwrap().len(), 64);
+
+    let res = call(
+        addr,
+        "GET",
+        "/files/notes/todo.txt",
+        &alice,
+        "text/plain",
+        b"",
+    );
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "buy milk");
+    assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
+    assert!(
+        res.header("content-disposition")
+            .unwrap()
+            .starts_with("attachment;")
+    );
+    assert!(
+        res.header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+
+    // A PNG as .png is stored; HTML declared as a PNG is refused.
+    let res = call(addr, "PUT", "/files/pic.png", &alice, "image/png", PNG);
+    assert_eq!(res.status, 201, "{}", res.text());
+    let res = call(
+        addr,
+        "PUT",
+        "/files/evil.png",
+        &alice,
+        "image/png",
+        b"<html><script>alert(1)</script></html>",
+    );
+    assert_eq!(res.status, 415);
+    assert_eq!(res.header("content-type"), Some("application/problem+json"));
+
+    let res = call(addr, "GET", "/files", &alice, "text/plain", b"");
+    assert_eq!(res.status, 200);
+    let mut listed: Vec<String> = res.json().unwrap()["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {}",
+                f["path"].as_str().unwrap(),
+                f["size"],
+                f["content_type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "notes/todo.txt 8 text/plain; charset=utf-8",
+            "pic.png 33 image/png"
+        ]
+    );
+
+    // Bob sees none of it.
+    assert_eq!(
+        call(
+            addr,
+            "GET",
+            "/files/notes/todo.txt",
+            &bob,
+            "text/plain",
+            b""
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        call(addr, "GET", "/files", &bob, "text/plain", b"")
+            .json()
+            .unwrap()["files"],
+        json!([])
+    );
+    assert_eq!(
+        call(
+            addr,
+            "DELETE",
+            "/files/notes/todo.txt",
+            &bob,
+            "text/plain",
+            b""
+        )
+        .status,
+        404
+    );
+
+    // Unsafe paths: 400 before any file system call.
+    for path in [
+        "/files/..%2f..%2fapp.db",
+        "/files/a/..%5c..%5capp.db",
+        "/files/C:%5cwindows",
+        "/files/CON.txt",
+        "/files/%2e%2e/x",
+    ] {
+        let res = call(addr, "GET", path, &alice, "text/plain", b"");
+        assert_eq!(res.status, 400, "{path}");
+    }
+    assert_eq!(Request::get("/files").send(addr).unwrap().status, 401);
+
+    assert_eq!(
+        call(
+            addr,
+            "DELETE",
+            "/files/notes/todo.txt",
+            &alice,
+            "text/plain",
+            b""
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        call(
+            addr,
+            "GET",
+            "/files/notes/todo.txt",
+            &alice,
+            "text/plain",
+            b""
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        call(
+            addr,
+            "DELETE",
+            "/files/notes/todo.txt",
+            &alice,
+            "text/plain",
+            b""
+        )
+        .status,
+        404
+    );
+
+    // Stored files are never executable.
+    let mut stack = vec![backend.data_dir().join("files")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                assert_eq!(
+                    meta.permissions().mode() & 0o111,
+                    0,
+                    "{}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_endless_chunked_upload_is_stopped_at_ten_mebibytes() {
+    let backend = Backend::start();
+    let addr = backend.addr;
+    let alice = token(addr, "carol@example.com");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "PUT /files/big.txt HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {alice}\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk = palisade_testkit::http::chunk(&vec![b'a'; 64 * 1024]);
+    let mut sent = 0usize;
+    // Keep sending until the server answers and stops reading (bounded: 40 MiB).
+    for _ in 0..640 {
+        if stream.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += 64 * 1024;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "{}",
+        text.lines().next().unwrap_or("")
+    );
+    assert!(
+        sent < 40 * 1024 * 1024,
+        "the server kept reading: {sent} bytes"
+    );
+    assert_eq!(
+        call(addr, "GET", "/files/big.txt", &alice, "text/plain", b"").status,
+        404,
+        "nothing stored"
+    );
+}
