@@ -393,7 +393,7 @@ mod files_corpus {
 
         let corpus = include_str!("../../../crates/palisade-fs/tests/data/traversal.txt");
         let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-        let mut sent = 0;
+        let mut requests = 0;
         for line in corpus
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -415,10 +415,10 @@ mod files_corpus {
                     "{method} {line:?}"
                 );
                 *statuses.entry(status).or_default() += 1;
-                sent += 1;
+                requests += 1;
             }
         }
-        assert!(sent > 1500, "{sent} requests");
+        assert!(requests > 1500, "{requests} requests");
         assert!(
             !statuses.contains_key(&429) && !statuses.contains_key(&401),
             "{statuses:?}"
@@ -433,7 +433,7 @@ mod files_corpus {
                     stack.push(path);
                 } else if path != root.join("canary.txt") {
                     let rel = path.strip_prefix(&root).unwrap();
-                    assert_eq!(rel.components().count() >= 2, true, "{}", path.display());
+                    assert!(rel.components().count() >= 2, "{}", path.display());
                 }
             }
         }
