@@ -10,6 +10,8 @@
 //! | `axum` (default) | extractors (`ValidatedJson`, `ClientIp`, `CspNonce`), `IntoResponse` for problems, [`SecureLayer::apply`](stack::SecureLayer::apply) |
 //! | `ratelimit` | `store` (memory store: GCRA, counters, marks) and `ratelimit` (policies, the limiting layer, per-client concurrency caps) |
 //! | `redis` | the Redis store behind `store::Store`, with fail policies and a circuit breaker |
+//! | `auth` | `auth`: password policy, argon2id pool, lockout, JWT and refresh tokens, `AuthLayer` |
+//! | `fs` | `fs`: path rules, `SafeRoot`, uploads and downloads |
 //!
 //! [`core`] (problem details, client IP, clock, request id) is always there.
 //!
@@ -35,7 +37,11 @@
 //! # });
 //! ```
 
+#[cfg(feature = "auth")]
+pub use palisade_auth as auth;
 pub use palisade_core as core;
+#[cfg(feature = "fs")]
+pub use palisade_fs as fs;
 #[cfg(feature = "http")]
 pub use palisade_http as http;
 #[cfg(feature = "ratelimit")]
