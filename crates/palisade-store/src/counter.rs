@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use crate::gcra::{MAX_KEYS, Source};
+use crate::gcra::{Batch, ItemOutcome};
 use crate::key::Key;
 
 /// One counter of a reservation.
@@ -74,68 +74,24 @@ pub struct CounterOutcome {
     pub retry_after: Duration,
 }
 
-/// An all-or-nothing reservation over up to [`MAX_KEYS`] counters.
-#[derive(Clone, Copy, Debug)]
-pub struct Reservation {
-    allowed: bool,
-    len: usize,
-    outcomes: [CounterOutcome; MAX_KEYS],
-    source: Source,
-}
+/// An all-or-nothing reservation over several counters.
+pub type Reservation = Batch<CounterOutcome>;
 
-impl Reservation {
-    pub(crate) fn new(source: Source) -> Self {
-        Self {
-            allowed: true,
-            len: 0,
-            outcomes: [CounterOutcome::default(); MAX_KEYS],
-            source,
-        }
-    }
-
-    pub(crate) fn push(&mut self, outcome: CounterOutcome) {
-        if let Some(slot) = self.outcomes.get_mut(self.len) {
-            *slot = outcome;
-            self.len += 1;
-            self.allowed &= outcome.allowed;
-        }
-    }
-
-    #[cfg(feature = "redis")]
-    pub(crate) fn fail_open(len: usize) -> Self {
-        let mut r = Self::new(Source::FailOpen);
-        for _ in 0..len.min(MAX_KEYS) {
-            r.push(CounterOutcome {
-                allowed: true,
-                ..CounterOutcome::default()
-            });
-        }
-        r
-    }
-
-    /// Whether every counter had room (and so every slot was taken).
-    pub fn allowed(&self) -> bool {
+impl ItemOutcome for CounterOutcome {
+    fn allowed(&self) -> bool {
         self.allowed
     }
 
-    /// Each item's outcome, in request order.
-    pub fn outcomes(&self) -> &[CounterOutcome] {
-        self.outcomes.get(..self.len).unwrap_or(&[])
+    fn retry_after(&self) -> Duration {
+        self.retry_after
     }
 
-    /// Where the reservation was decided.
-    pub fn source(&self) -> Source {
-        self.source
-    }
-
-    /// The longest wait among refusing counters (zero when allowed).
-    pub fn retry_after(&self) -> Duration {
-        self.outcomes()
-            .iter()
-            .filter(|o| !o.allowed)
-            .map(|o| o.retry_after)
-            .max()
-            .unwrap_or(Duration::ZERO)
+    #[cfg(feature = "redis")]
+    fn open() -> Self {
+        Self {
+            allowed: true,
+            ..Self::default()
+        }
     }
 }
 

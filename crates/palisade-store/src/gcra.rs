@@ -220,68 +220,98 @@ pub enum Source {
     FailOpen,
 }
 
-/// An all-or-nothing decision over up to [`MAX_KEYS`] keys.
+/// The outcome of one key or counter in an all-or-nothing [`Batch`].
+pub trait ItemOutcome: Copy + Default {
+    /// Whether this item alone would allow.
+    fn allowed(&self) -> bool;
+    /// When refused, how long until it would allow.
+    fn retry_after(&self) -> Duration;
+    /// An allowing outcome, for a store that failed open.
+    #[cfg(feature = "redis")]
+    fn open() -> Self;
+}
+
+impl ItemOutcome for Outcome {
+    fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    #[cfg(feature = "redis")]
+    fn open() -> Self {
+        Self {
+            allowed: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// An all-or-nothing answer over up to [`MAX_KEYS`] items: every item was
+/// applied, or none.
 #[derive(Clone, Copy, Debug)]
-pub struct Decision {
+pub struct Batch<O> {
     allowed: bool,
     len: usize,
-    outcomes: [Outcome; MAX_KEYS],
+    outcomes: [O; MAX_KEYS],
     source: Source,
 }
 
-impl Decision {
+/// A GCRA decision over several keys.
+pub type Decision = Batch<Outcome>;
+
+impl<O: ItemOutcome> Batch<O> {
     pub(crate) fn new(source: Source) -> Self {
         Self {
             allowed: true,
             len: 0,
-            outcomes: [Outcome::default(); MAX_KEYS],
+            outcomes: [O::default(); MAX_KEYS],
             source,
         }
     }
 
-    pub(crate) fn push(&mut self, outcome: Outcome) {
+    pub(crate) fn push(&mut self, outcome: O) {
         if let Some(slot) = self.outcomes.get_mut(self.len) {
             *slot = outcome;
             self.len += 1;
-            self.allowed &= outcome.allowed;
+            self.allowed &= outcome.allowed();
         }
     }
 
-    /// Whether every key allowed the request (and so all were consumed).
+    /// Whether every item allowed (and so all were applied).
     pub fn allowed(&self) -> bool {
         self.allowed
     }
 
-    /// The outcome of each key, in request order.
-    pub fn outcomes(&self) -> &[Outcome] {
+    /// The outcome of each item, in request order.
+    pub fn outcomes(&self) -> &[O] {
         self.outcomes.get(..self.len).unwrap_or(&[])
     }
 
-    /// Where the decision was made.
+    /// Where the answer was made.
     pub fn source(&self) -> Source {
         self.source
     }
 
-    /// The longest wait among the keys that denied (zero when allowed).
+    /// The longest wait among the items that refused (zero when allowed).
     pub fn retry_after(&self) -> Duration {
         self.outcomes()
             .iter()
-            .filter(|o| !o.allowed)
-            .map(|o| o.retry_after)
+            .filter(|o| !o.allowed())
+            .map(ItemOutcome::retry_after)
             .max()
             .unwrap_or(Duration::ZERO)
     }
 
     #[cfg(feature = "redis")]
     pub(crate) fn fail_open(len: usize) -> Self {
-        let mut decision = Self::new(Source::FailOpen);
+        let mut batch = Self::new(Source::FailOpen);
         for _ in 0..len.min(MAX_KEYS) {
-            decision.push(Outcome {
-                allowed: true,
-                ..Outcome::default()
-            });
+            batch.push(O::open());
         }
-        decision
+        batch
     }
 }
 

@@ -46,7 +46,7 @@ pub mod store;
 #[cfg(feature = "redis")]
 pub use breaker::BreakerConfig;
 pub use counter::{CounterOutcome, Reservation, Reserve, Settle};
-pub use gcra::{Decision, GcraRequest, MAX_KEYS, Outcome, Quota, Source};
+pub use gcra::{Batch, Decision, GcraRequest, ItemOutcome, MAX_KEYS, Outcome, Quota, Source};
 pub use key::{Key, MAX_PARTS, Part, check_name};
 pub use memory::{MemoryStore, MemoryStoreBuilder};
 #[cfg(feature = "redis")]

@@ -57,6 +57,13 @@ impl FilesState {
             .map_err(|e| e.problem().into_response())
     }
 
+    /// The caller's root and the requested path: the path is checked first,
+    /// so an unsafe one never reaches the file system.
+    async fn target(&self, user: &AuthUser, uri: &Uri) -> Result<(SafeRoot, SafePath), Response> {
+        let path = self.path(uri).map_err(|e| e.problem().into_response())?;
+        Ok((self.user_root(user).await?, path))
+    }
+
     fn path(&self, uri: &Uri) -> Result<SafePath, PathRejection> {
         let raw = uri.path().strip_prefix("/files/").unwrap_or_default();
         self.base.rules().parse_encoded(raw)
@@ -71,12 +78,8 @@ pub async fn put(
     uri: Uri,
     body: Body,
 ) -> Response {
-    let path = match files.path(&uri) {
-        Ok(p) => p,
-        Err(e) => return e.problem().into_response(),
-    };
-    let root = match files.user_root(&user).await {
-        Ok(r) => r,
+    let (root, path) = match files.target(&user, &uri).await {
+        Ok(t) => t,
         Err(r) => return r,
     };
     let declared = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -97,12 +100,8 @@ pub async fn put(
 
 /// `GET /files/{*path}`.
 pub async fn get(State(files): State<FilesState>, user: AuthUser, uri: Uri) -> Response {
-    let path = match files.path(&uri) {
-        Ok(p) => p,
-        Err(e) => return e.problem().into_response(),
-    };
-    let root = match files.user_root(&user).await {
-        Ok(r) => r,
+    let (root, path) = match files.target(&user, &uri).await {
+        Ok(t) => t,
         Err(r) => return r,
     };
     match serve::download(&root, &path).await {
@@ -113,12 +112,8 @@ pub async fn get(State(files): State<FilesState>, user: AuthUser, uri: Uri) -> R
 
 /// `DELETE /files/{*path}`.
 pub async fn delete(State(files): State<FilesState>, user: AuthUser, uri: Uri) -> Response {
-    let path = match files.path(&uri) {
-        Ok(p) => p,
-        Err(e) => return e.problem().into_response(),
-    };
-    let root = match files.user_root(&user).await {
-        Ok(r) => r,
+    let (root, path) = match files.target(&user, &uri).await {
+        Ok(t) => t,
         Err(r) => return r,
     };
     match root.blocking(move |root| root.remove_file(&path)).await {
