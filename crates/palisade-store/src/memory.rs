@@ -140,16 +140,24 @@ impl Shard {
         // Nothing expired: drop the sixteenth closest to expiring.
         let batch = (cap / 16).max(1);
         let mut expiries: Vec<u64> = self.table.values().map(|s| s.expires()).collect();
-        let (_, nth, _) = expiries.select_nth_unstable(batch - 1);
+        let (below, nth, _) = expiries.select_nth_unstable(batch - 1);
         let threshold = *nth;
+        // Everything strictly closer to expiry goes; ties at the threshold
+        // fill the rest of the batch (in table order).
+        // (`below` holds values <= the threshold, not only smaller ones.)
+        let strictly_below = below.iter().filter(|&&e| e < threshold).count();
+        let mut ties = batch - strictly_below;
         let mut left = batch;
         self.table.retain(|_, s| {
-            if left > 0 && s.expires() <= threshold {
+            let e = s.expires();
+            let evict = e < threshold || (e == threshold && ties > 0);
+            if evict {
+                if e == threshold {
+                    ties -= 1;
+                }
                 left -= 1;
-                false
-            } else {
-                true
             }
+            !evict
         });
         stats
             .evicted
