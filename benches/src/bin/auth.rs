@@ -120,9 +120,24 @@ fn main() {
     }
 
     let timing = timing(addr);
-    let flood = flood(addr);
+    let polite = flood(addr, true);
+    let attack = flood(addr, false);
     let mut all = serde_json::Map::new();
-    for part in [timing, flood] {
+    let prefixed = |prefix: &str, v: serde_json::Value| {
+        let serde_json::Value::Object(m) = v else {
+            return serde_json::Value::Null;
+        };
+        serde_json::Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (format!("{prefix}{k}"), v))
+                .collect(),
+        )
+    };
+    for part in [
+        timing,
+        prefixed("polite_", polite),
+        prefixed("attack_", attack),
+    ] {
         if let serde_json::Value::Object(m) = part {
             all.extend(m);
         }
@@ -172,8 +187,10 @@ fn timing(addr: SocketAddr) -> serde_json::Value {
     })
 }
 
-/// 200 clients of wrong-password logins while `/health` is probed.
-fn flood(addr: SocketAddr) -> serde_json::Value {
+/// 200 clients of wrong-password logins while `/health` is probed. With
+/// `polite`, clients wait the `Retry-After` of a 503 (200 concurrent logins);
+/// without, they retry at once (an attacker's closed loop).
+fn flood(addr: SocketAddr, polite: bool) -> serde_json::Value {
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss();
     let stop = Arc::new(AtomicBool::new(false));
@@ -219,6 +236,10 @@ fn flood(addr: SocketAddr) -> serde_json::Value {
                         &format!("flood{c}-{n}@example.com"),
                         "a wrong password",
                     );
+                    if status == 503 && polite {
+                        // A well-behaved client honours `Retry-After: 1`.
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
                     let slot = match status {
                         401 => 0,
                         503 => 1,
@@ -247,8 +268,13 @@ fn flood(addr: SocketAddr) -> serde_json::Value {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let p99_ms = hist.value_at_quantile(0.99) as f64 / 1000.0;
     println!(
-        "flood: {FLOOD_CLIENTS} clients for {:.1} s: {checked} checked (401), {busy} busy (503), {limited} limited (429), {other} other; \
+        "flood ({}): {FLOOD_CLIENTS} clients for {:.1} s: {checked} checked (401), {busy} busy (503), {limited} limited (429), {other} other; \
          {hashes_per_s:.0} hashes/s; /health p50 {:.2} ms, p99 {p99_ms:.2} ms over {} probes; memory +{grown_mib:.1} MiB above idle (budget {} MiB)",
+        if polite {
+            "clients honour Retry-After"
+        } else {
+            "clients retry at once"
+        },
         elapsed.as_secs_f64(),
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.len(),

@@ -40,6 +40,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -128,6 +129,10 @@ struct Pepper {
 }
 
 struct Config {
+    /// Jobs accepted and not finished (queued or running).
+    pending: std::sync::atomic::AtomicUsize,
+    /// Workers + queue: more pending jobs than this cannot be accepted.
+    capacity: usize,
     params: HashParams,
     ceiling: Ceiling,
     queue_timeout: Duration,
@@ -262,6 +267,8 @@ impl HasherBuilder {
             }
         }
         let config = Arc::new(Config {
+            pending: std::sync::atomic::AtomicUsize::new(0),
+            capacity: self.workers + self.queue,
             params: p,
             ceiling: self.ceiling,
             queue_timeout: self.queue_timeout,
@@ -348,6 +355,14 @@ impl Hasher {
         }
     }
 
+    /// Whether every thread is busy and the queue is full: a caller can
+    /// answer 503 at once, before reading the database or reserving a
+    /// lockout slot, so a login flood is shed cheaply. Advisory: a job
+    /// submitted anyway may still be refused with [`HashError::Busy`].
+    pub fn saturated(&self) -> bool {
+        self.config.pending.load(Ordering::Relaxed) >= self.config.capacity
+    }
+
     /// The parameters of new hashes.
     pub fn params(&self) -> HashParams {
         self.config.params
@@ -369,7 +384,9 @@ impl Hasher {
             reply,
         };
         match self.tx.try_send(job) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.config.pending.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) => return Err(HashError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(HashError::Internal),
         }
@@ -531,6 +548,17 @@ fn verify_with(
     Ok(computed == expected)
 }
 
+/// Decrements the pending count when a job is done with.
+struct Finished<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
 fn worker(config: &Config, rx: &Mutex<Receiver<Job>>) {
     let mut blocks = vec![Block::default(); block_count(config.params.m_kib)];
     loop {
@@ -542,6 +570,9 @@ fn worker(config: &Config, rx: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
+        // Counted as finished whatever happens below (the decrement may run
+        // just before the submitter's increment: `saturating` reads cope).
+        let _done = Finished(&config.pending);
         if job.reply.is_closed() {
             continue;
         }

@@ -184,3 +184,53 @@ fn calibration_reports_timings() {
     let c = calibrate(FAST, 2, 8).unwrap();
     assert!(c.median > Duration::ZERO && c.p99 >= c.median && c.per_second > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saturation_is_visible_before_submitting() {
+    let hasher = Hasher::builder()
+        .params(HashParams::new(32_768, 4, 1))
+        .workers(1)
+        .queue(1)
+        .build()
+        .unwrap();
+    assert!(!hasher.saturated());
+    // Each job retries while the worker has not yet taken the previous one
+    // off the queue (a send can find the one queue slot still occupied).
+    let jobs: Vec<_> = (0..2)
+        .map(|_| {
+            let hasher = hasher.clone();
+            tokio::spawn(async move {
+                for _ in 0..2000 {
+                    match hasher.hash(&pw("a password to hash")).await {
+                        Err(HashError::Busy) => tokio::time::sleep(Duration::from_millis(1)).await,
+                        other => return other,
+                    }
+                }
+                Err(HashError::Busy)
+            })
+        })
+        .collect();
+    // Poll (bounded) until both jobs are accepted; no time window is crossed.
+    let mut seen = false;
+    for _ in 0..2000 {
+        if hasher.saturated() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(seen, "one running + one queued fills a pool of 1 + 1");
+    for j in jobs {
+        j.await.unwrap().unwrap();
+    }
+    // The worker releases a place just after replying: poll for it too.
+    let mut freed = false;
+    for _ in 0..2000 {
+        if !hasher.saturated() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(freed, "finished jobs free their places");
+}

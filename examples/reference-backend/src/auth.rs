@@ -249,6 +249,10 @@ pub async fn login(
 ) -> Response {
     let id = id.as_ref();
     let email = normalize_email(&body.email);
+    // Shed a flood before it costs a lockout slot or a database read.
+    if state.auth.hasher.saturated() {
+        return busy(id);
+    }
     let attempt = match state.auth.lockout.reserve(&email, client.key()).await {
         Ok(a) => a,
         Err(LockoutError::Locked { retry_after }) => {
