@@ -19,6 +19,9 @@
 //! - [`Hasher::verify_dummy`]: verifies against a hash made at start-up with
 //!   the live parameters, for logins to accounts that do not exist, so the
 //!   response time does not reveal whether an account exists.
+//! - Hashing threads run at a lower priority (nice +10 on Linux, see
+//!   [`HasherBuilder::nice`]), so a login flood cannot starve `/health` and
+//!   other requests of CPU; logins wait in the bounded queue instead.
 //! - [`calibrate`]: hash time under concurrency for a parameter set.
 //!
 //! # Example
@@ -133,6 +136,7 @@ struct Config {
     pending: std::sync::atomic::AtomicUsize,
     /// Workers + queue: more pending jobs than this cannot be accepted.
     capacity: usize,
+    nice: i32,
     params: HashParams,
     ceiling: Ceiling,
     queue_timeout: Duration,
@@ -169,6 +173,7 @@ pub struct HasherBuilder {
     workers: usize,
     queue: usize,
     queue_timeout: Duration,
+    nice: i32,
     current: Option<Pepper>,
     previous: Vec<Pepper>,
 }
@@ -205,6 +210,13 @@ impl HasherBuilder {
     /// Jobs that may wait for a thread (default 4 per thread).
     pub fn queue(mut self, n: usize) -> Self {
         self.queue = n;
+        self
+    }
+
+    /// How much lower the hashing threads' scheduling priority is than the
+    /// rest of the process (Linux `nice`, 0–19; default 10, 0 to keep it).
+    pub fn nice(mut self, nice: i32) -> Self {
+        self.nice = nice.clamp(0, 19);
         self
     }
 
@@ -269,6 +281,7 @@ impl HasherBuilder {
         let config = Arc::new(Config {
             pending: std::sync::atomic::AtomicUsize::new(0),
             capacity: self.workers + self.queue,
+            nice: self.nice,
             params: p,
             ceiling: self.ceiling,
             queue_timeout: self.queue_timeout,
@@ -350,6 +363,7 @@ impl Hasher {
             workers: cores,
             queue: cores * 4,
             queue_timeout: Duration::from_secs(2),
+            nice: 10,
             current: None,
             previous: Vec::new(),
         }
@@ -559,7 +573,24 @@ impl Drop for Finished<'_> {
     }
 }
 
+/// Lowers the calling (hashing) thread's scheduling priority by `nice`, on
+/// Linux: when hashing saturates the cores, `/health`, readiness and every
+/// other request still get the CPU first, and logins wait in the bounded
+/// queue instead.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0
+        && let Err(e) =
+            rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice.min(19))
+    {
+        tracing::debug!(error = %e, "could not lower the hashing thread's priority");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 fn worker(config: &Config, rx: &Mutex<Receiver<Job>>) {
+    lower_priority(config.nice);
     let mut blocks = vec![Block::default(); block_count(config.params.m_kib)];
     loop {
         let job = {

@@ -234,3 +234,57 @@ async fn saturation_is_visible_before_submitting() {
     }
     assert!(freed, "finished jobs free their places");
 }
+
+/// The nice value of each thread whose name starts with `prefix`.
+#[cfg(target_os = "linux")]
+fn nice_of_threads(prefix: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, nice is 19.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if let Some(nice) = after
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(nice);
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn hashing_threads_run_below_the_runtime() {
+    let _hasher = Hasher::builder()
+        .params(FAST)
+        .workers(2)
+        .nice(7)
+        .build()
+        .unwrap();
+    // The threads lower their own priority as they start: poll, bounded.
+    let mut nices = Vec::new();
+    for _ in 0..2000 {
+        nices = nice_of_threads("palisade-hash");
+        // (Other tests' hashers run at the default 10 meanwhile.)
+        if nices.iter().filter(|n| **n == 7).count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(nices.iter().filter(|n| **n == 7).count() >= 2, "{nices:?}");
+    // The test's own thread is unchanged.
+    assert_eq!(
+        nice_of_threads("hashing_threads")
+            .iter()
+            .filter(|n| **n != 0)
+            .count(),
+        0
+    );
+}
