@@ -42,6 +42,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use palisade_core::body::ResponseBody;
 use palisade_core::{Principal, ProblemDetails, ProblemType};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -140,42 +141,89 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+    type Future = AuthFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // No bearer token, or one that fails verification: nothing to look
+        // up, call straight through (no allocation).
+        let Some(Ok(claims)) = bearer(&req).map(|t| self.auth.jwt.verify(t)) else {
+            return AuthFuture {
+                kind: Kind::Direct {
+                    future: self.inner.call(req),
+                },
+            };
+        };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let claims = bearer(&req).map(|t| self.auth.jwt.verify(t));
         let auth = Arc::clone(&self.auth);
-        Box::pin(async move {
-            if let Some(Ok(claims)) = claims {
-                match auth.revocations.is_revoked(&claims).await {
-                    Ok(false) => {
-                        req.extensions_mut()
-                            .insert(Principal::new(claims.sub.as_str()));
-                        req.extensions_mut().insert(AuthUser {
-                            claims: Arc::new(claims),
-                        });
-                    }
-                    Ok(true) => {}
-                    Err(_) => {
-                        let response: Response<Bytes> =
-                            ProblemDetails::new(ProblemType::UNAVAILABLE)
-                                .with_detail("authentication is temporarily unavailable")
-                                .with_retry_after(1)
-                                .with_request_id_from(req.extensions())
-                                .rejection("auth_store_unavailable");
-                        return Ok(response.map(ResponseBody::full));
-                    }
+        let future = Box::pin(async move {
+            match auth.revocations.is_revoked(&claims).await {
+                Ok(false) => {
+                    req.extensions_mut()
+                        .insert(Principal::new(claims.sub.as_str()));
+                    req.extensions_mut().insert(AuthUser {
+                        claims: Arc::new(claims),
+                    });
+                }
+                Ok(true) => {}
+                Err(_) => {
+                    let response: Response<Bytes> = ProblemDetails::new(ProblemType::UNAVAILABLE)
+                        .with_detail("authentication is temporarily unavailable")
+                        .with_retry_after(1)
+                        .with_request_id_from(req.extensions())
+                        .rejection("auth_store_unavailable");
+                    return Ok(response.map(ResponseBody::full));
                 }
             }
             let response = inner.call(req).await?;
             Ok(response.map(ResponseBody::inner))
-        })
+        });
+        AuthFuture {
+            kind: Kind::Verified { future },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Auth`]: the inner service's future when
+    /// there is nothing to look up, a boxed one around the revocation check.
+    pub struct AuthFuture<F, B, E> {
+        #[pin]
+        kind: Kind<F, B, E>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B, E> {
+        Direct { #[pin] future: F },
+        Verified { future: BoxFuture<Result<Response<ResponseBody<B>>, E>> },
+    }
+}
+
+impl<F, B, E> fmt::Debug for AuthFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthFuture")
+    }
+}
+
+impl<F, B, E> Future for AuthFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Direct { future } => future
+                .poll(cx)
+                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
+            KindProj::Verified { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
