@@ -128,9 +128,62 @@ impl Clock for ManualClock {
     }
 }
 
+/// The date and time of `unix_secs` as `YYYY-MM-DDTHH:MM:SS` (UTC, proleptic
+/// Gregorian calendar, years 0000–9999).
+pub fn utc_datetime(unix_secs: u64) -> [u8; 19] {
+    let days = unix_secs / 86_400;
+    let rem = unix_secs % 86_400;
+    // Days since 0000-03-01, so that leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = (yoe + era * 400 + u64::from(month <= 2)).min(9_999);
+    let mut out = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, value: u64, width: usize| {
+        let mut v = value;
+        for i in (0..width).rev() {
+            if let Some(slot) = out.get_mut(at + i) {
+                // `v % 10` is a single digit.
+                *slot = b'0' + u8::try_from(v % 10).unwrap_or(0);
+            }
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, rem / 3_600, 2);
+    put(14, rem % 3_600 / 60, 2);
+    put(17, rem % 60, 2);
+    out
+}
+
+/// `unix_secs` as an RFC 3339 UTC timestamp with seconds precision:
+/// `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339_seconds(unix_secs: u64) -> String {
+    let mut out = String::with_capacity(20);
+    out.push_str(std::str::from_utf8(&utc_datetime(unix_secs)).unwrap_or("0000-00-00T00:00:00"));
+    out.push('Z');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_dates_cross_leap_years_and_eras() {
+        assert_eq!(rfc3339_seconds(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_seconds(19_723 * 86_400), "2024-01-01T00:00:00Z");
+        assert_eq!(rfc3339_seconds(20_514 * 86_400), "2026-03-02T00:00:00Z");
+        assert_eq!(rfc3339_seconds(11_016 * 86_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_seconds(951_782_399), "2000-02-28T23:59:59Z");
+    }
 
     #[test]
     fn manual_clock_does_not_move_by_itself() {

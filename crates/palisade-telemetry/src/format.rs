@@ -323,41 +323,6 @@ fn thousandths(value: f64) -> Option<u64> {
     exact.then_some(millis)
 }
 
-/// The date and time of `unix_secs` as `YYYY-MM-DDTHH:MM:SS` (UTC, proleptic
-/// Gregorian calendar, years 0000–9999).
-fn civil(unix_secs: u64) -> [u8; 19] {
-    let days = unix_secs / 86_400;
-    let rem = unix_secs % 86_400;
-    // Days since 0000-03-01, so that leap days fall at the end of a year.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = (yoe + era * 400 + u64::from(month <= 2)).min(9_999);
-    let mut out = *b"0000-00-00T00:00:00";
-    let mut put = |at: usize, value: u64, width: usize| {
-        let mut v = value;
-        for i in (0..width).rev() {
-            if let Some(slot) = out.get_mut(at + i) {
-                // `v % 10` is a single digit.
-                *slot = b'0' + u8::try_from(v % 10).unwrap_or(0);
-            }
-            v /= 10;
-        }
-    };
-    put(0, year, 4);
-    put(5, month, 2);
-    put(8, day, 2);
-    put(11, rem / 3_600, 2);
-    put(14, rem % 3_600 / 60, 2);
-    put(17, rem % 60, 2);
-    out
-}
-
 thread_local! {
     /// The formatted second of the last line written by this thread.
     static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
@@ -375,7 +340,7 @@ fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
         if cached == secs {
             text
         } else {
-            let text = civil(secs);
+            let text = palisade_core::clock::utc_datetime(secs);
             cell.set((secs, text));
             text
         }

@@ -153,7 +153,7 @@ pub async fn register(
         Err(e) => return internal(id, "hashing failed", &e),
     };
     let user_id = uuid::Uuid::now_v7().to_string();
-    let created_at = now_rfc3339(state.auth.clock.unix_now().as_secs());
+    let created_at = palisade::core::clock::rfc3339_seconds(state.auth.clock.unix_now().as_secs());
     let inserted =
         sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)")
             .bind(&user_id)
@@ -175,33 +175,6 @@ pub async fn register(
         ),
         Err(e) => internal(id, "could not store the user", &e),
     }
-}
-
-fn now_rfc3339(secs: u64) -> String {
-    // Seconds precision, UTC: `YYYY-MM-DDTHH:MM:SSZ`.
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(i64_of(days));
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Issues an access token and a refresh token of `family` for `user_id`.
@@ -465,20 +438,5 @@ pub async fn me(State(state): State<AuthState>, id: Option<RequestId>, user: Aut
         // The account is gone: the token no longer names anyone.
         Ok(None) => invalid_credentials(id),
         Err(e) => internal(id, "could not read the user", &e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_rfc3339() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(20_514), (2026, 3, 2));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(now_rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
-        assert_eq!(now_rfc3339(951_782_399), "2000-02-28T23:59:59Z");
     }
 }

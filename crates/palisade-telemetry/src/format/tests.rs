@@ -79,7 +79,11 @@ fn civil_dates() {
         (1_795_305_600, "2026-11-22T00:00:00"),
     ];
     for (secs, want) in cases {
-        assert_eq!(std::str::from_utf8(&civil(secs)).unwrap(), want, "{secs}");
+        assert_eq!(
+            std::str::from_utf8(&palisade_core::clock::utc_datetime(secs)).unwrap(),
+            want,
+            "{secs}"
+        );
     }
 }
 
@@ -87,8 +91,8 @@ proptest::proptest! {
     /// Day by day over four centuries, the date advances exactly one day.
     #[test]
     fn consecutive_days_are_consecutive_dates(day in 0u64..146_097) {
-        let a = civil(day * 86_400);
-        let b = civil((day + 1) * 86_400);
+        let a = palisade_core::clock::utc_datetime(day * 86_400);
+        let b = palisade_core::clock::utc_datetime((day + 1) * 86_400);
         let parse = |d: &[u8; 19]| -> (u32, u32, u32) {
             let s = std::str::from_utf8(d).unwrap();
             (s[0..4].parse().unwrap(), s[5..7].parse().unwrap(), s[8..10].parse().unwrap())
