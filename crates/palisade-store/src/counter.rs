@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use crate::gcra::{Batch, ItemOutcome};
+use crate::gcra::Batch;
 use crate::key::Key;
 
 /// One counter of a reservation.
@@ -76,24 +76,6 @@ pub struct CounterOutcome {
 
 /// An all-or-nothing reservation over several counters.
 pub type Reservation = Batch<CounterOutcome>;
-
-impl ItemOutcome for CounterOutcome {
-    fn allowed(&self) -> bool {
-        self.allowed
-    }
-
-    fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-
-    #[cfg(feature = "redis")]
-    fn open() -> Self {
-        Self {
-            allowed: true,
-            ..Self::default()
-        }
-    }
-}
 
 /// One step of a settlement; a settlement's steps are applied atomically.
 #[derive(Clone, Copy, Debug)]

@@ -231,22 +231,35 @@ pub trait ItemOutcome: Copy + Default {
     fn open() -> Self;
 }
 
-impl ItemOutcome for Outcome {
-    fn allowed(&self) -> bool {
-        self.allowed
-    }
+/// Implements [`ItemOutcome`] for outcome types with `allowed` and
+/// `retry_after` fields.
+macro_rules! item_outcome {
+    ($($ty:ty),*) => {$(
+        impl ItemOutcome for $ty {
+            fn allowed(&self) -> bool {
+                self.allowed
+            }
 
-    fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
+            fn retry_after(&self) -> Duration {
+                self.retry_after
+            }
 
-    #[cfg(feature = "redis")]
-    fn open() -> Self {
-        Self {
-            allowed: true,
-            ..Self::default()
+            #[cfg(feature = "redis")]
+            fn open() -> Self {
+                Self {
+                    allowed: true,
+                    ..Self::default()
+                }
+            }
         }
-    }
+    )*};
+}
+
+item_outcome!(Outcome, crate::counter::CounterOutcome);
+
+/// A duration in whole microseconds (the unit of stored times), saturating.
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// An all-or-nothing answer over up to [`MAX_KEYS`] items: every item was

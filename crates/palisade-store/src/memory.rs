@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use palisade_core::{SharedClock, SystemClock};
 
 use crate::counter::{CounterOutcome, Reservation, Reserve, Settle};
-use crate::gcra::{Decision, GcraRequest, MAX_KEYS, Source};
+use crate::gcra::{Decision, GcraRequest, MAX_KEYS, Source, micros};
 use crate::key::Key;
 
 const KIND_GCRA: u8 = 0;
@@ -610,10 +610,6 @@ fn step_micros(request: &GcraRequest<'_>, offset_us: u64) -> (crate::gcra::Outco
     let quota = request.quota.rounded_to_micros();
     let (outcome, new_offset_ns) = quota.step(offset_us.saturating_mul(1000), request.cost);
     (outcome, new_offset_ns / 1000)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

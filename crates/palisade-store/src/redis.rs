@@ -25,7 +25,7 @@ use redis::{Client, Script};
 
 use crate::breaker::BreakerConfig;
 use crate::counter::{CounterOutcome, Reservation, Reserve, Settle};
-use crate::gcra::{Decision, GcraRequest, Source};
+use crate::gcra::{Decision, GcraRequest, Source, micros};
 use crate::key::{Key, check_name};
 use crate::{StoreError, Unavailable};
 
@@ -130,10 +130,6 @@ fn client(url: &str, setting: &'static str) -> Result<Client, StoreError> {
             "must be a well-formed Redis URL",
         ))
     })
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn millis_ceil(d: Duration) -> u64 {
