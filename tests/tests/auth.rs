@@ -14,6 +14,31 @@ const PASSWORD: &str = "violet quartz harbor timber";
 /// A high-entropy secret shared by instances that must accept each other's tokens.
 const SHARED_SECRET: &str = "q8Lw2vZ7xT4nB9cR1mK6pH3sD0fG5jYuE8aN2oW7iVb";
 
+/// What instances behind one load balancer share: Redis, the database, the
+/// JWT secret; 127.0.0.1 is their trusted proxy.
+struct Shared {
+    redis_url: String,
+    database_url: String,
+}
+
+impl Shared {
+    fn new(redis: &RedisServer, dir: &tempfile::TempDir) -> Self {
+        Self {
+            redis_url: redis.url(),
+            database_url: format!("sqlite://{}/shared.db", dir.path().display()),
+        }
+    }
+
+    fn start(&self) -> Backend {
+        Backend::start_with(&[
+            ("APP_REDIS_URL", self.redis_url.as_str()),
+            ("APP_DATABASE_URL", self.database_url.as_str()),
+            ("APP_JWT_SECRET", SHARED_SECRET),
+            ("APP_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ])
+    }
+}
+
 fn post(
     addr: SocketAddr,
     path: &str,
@@ -315,17 +340,9 @@ fn distributed_guessing_locks_the_account_but_not_its_owner() {
 #[test]
 fn two_instances_over_redis_share_limits_lockouts_and_logouts() {
     let mut redis = RedisServer::start().unwrap();
-    let url = redis.url();
     let shared = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/shared.db", shared.path().display());
-    let env = [
-        ("APP_REDIS_URL", url.as_str()),
-        ("APP_DATABASE_URL", db.as_str()),
-        ("APP_JWT_SECRET", SHARED_SECRET),
-        ("APP_TRUSTED_PROXIES", "127.0.0.1/32"),
-    ];
-    let a = Backend::start_with(&env);
-    let b = Backend::start_with(&env);
+    let env = Shared::new(&redis, &shared);
+    let (a, b) = (env.start(), env.start());
     assert_eq!(
         post(
             a.addr,
@@ -356,7 +373,7 @@ fn two_instances_over_redis_share_limits_lockouts_and_logouts() {
     assert_eq!(statuses, [200, 401, 401, 401, 401, 429]);
 
     // A logout on one instance is effective on the other at once.
-    let c = Backend::start_with(&env);
+    let c = env.start();
     // (From another client: this one has used its login budget above.)
     let other = Some("198.51.100.50");
     let tokens = post(
@@ -393,17 +410,9 @@ fn two_instances_over_redis_share_limits_lockouts_and_logouts() {
 #[test]
 fn a_parallel_burst_over_two_instances_gets_at_most_fifty_password_checks() {
     let redis = RedisServer::start().unwrap();
-    let url = redis.url();
     let shared = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/shared.db", shared.path().display());
-    let env = [
-        ("APP_REDIS_URL", url.as_str()),
-        ("APP_DATABASE_URL", db.as_str()),
-        ("APP_JWT_SECRET", SHARED_SECRET),
-        ("APP_TRUSTED_PROXIES", "127.0.0.1/32"),
-    ];
-    let a = Backend::start_with(&env);
-    let b = Backend::start_with(&env);
+    let env = Shared::new(&redis, &shared);
+    let (a, b) = (env.start(), env.start());
     assert_eq!(
         post(
             a.addr,
