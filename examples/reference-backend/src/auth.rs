@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use palisade::core::{ClientIp, ProblemDetails, ProblemType, RequestId, SharedClock};
 use palisade::http::ValidatedJson;
+use palisade::ratelimit::normalize_identifier;
 use palisade_auth::hash::{HashError, Hasher};
 use palisade_auth::jwt::{Jwt, RefreshToken, Revocations, random_id};
 use palisade_auth::layer::AuthUser;
@@ -91,10 +92,6 @@ fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
 fn problem(kind: ProblemType, detail: &'static str, id: Option<&RequestId>) -> Response {
     ProblemDetails::new(kind)
         .with_detail(detail)
@@ -126,7 +123,7 @@ pub async fn register(
     ValidatedJson(body): ValidatedJson<Credentials>,
 ) -> Response {
     let id = id.as_ref();
-    let email = normalize_email(&body.email);
+    let email = normalize_identifier(&body.email);
     let local = email.split('@').next().unwrap_or_default().to_owned();
     let policy = state.auth.policy.clone();
     let password = body.password.clone();
@@ -221,7 +218,7 @@ pub async fn login(
     ValidatedJson(body): ValidatedJson<LoginRequest>,
 ) -> Response {
     let id = id.as_ref();
-    let email = normalize_email(&body.email);
+    let email = normalize_identifier(&body.email);
     // Shed a flood before it costs a lockout slot or a database read.
     if state.auth.hasher.saturated() {
         return busy(id);
