@@ -13,7 +13,9 @@
 //! tokens. Rotation and family revocation are the caller's storage concern
 //! (the reference backend keeps them in SQL); [`Revocations`] marks revoked
 //! access tokens and families in the shared store until they expire, so
-//! logout takes effect on every instance at once.
+//! logout takes effect on every instance at once, and can end every session
+//! of a user at once (a "revoked before" time: blocked account, password
+//! change).
 //!
 //! # Example
 //!
@@ -39,12 +41,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use palisade_config::keys::{HmacAlgorithm, KeyRing};
 use palisade_core::{ConfigError, SharedClock, SystemClock};
-use palisade_store::{FailPolicy, Key, Part, Settle, Source, Store, StoreError};
+use palisade_store::{FailPolicy, Key, Part, Probe, Settle, Source, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The longest leeway accepted on `exp`/`nbf`/`iat`.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(5);
+
+/// The longest access token lifetime accepted: access tokens are meant to be
+/// short (refresh tokens carry long sessions), and revocation entries, which
+/// live as long as the tokens they affect, stay small and exact.
+pub const MAX_ACCESS_TTL: Duration = Duration::from_secs(8 * 3600);
 
 /// Issuer, audience, lifetimes.
 #[derive(Clone, Debug)]
@@ -195,10 +202,17 @@ impl Jwt {
     ///
     /// # Errors
     ///
-    /// A leeway above [`MAX_LEEWAY`], or an empty issuer or audience.
+    /// A leeway above [`MAX_LEEWAY`], an access token lifetime of zero or
+    /// above [`MAX_ACCESS_TTL`], or an empty issuer or audience.
     pub fn new(ring: KeyRing, config: JwtConfig) -> Result<Self, ConfigError> {
         if config.leeway > MAX_LEEWAY {
             return Err(ConfigError::new("jwt.leeway", "must be at most 5 seconds"));
+        }
+        if config.access_ttl.as_secs() == 0 || config.access_ttl > MAX_ACCESS_TTL {
+            return Err(ConfigError::new(
+                "jwt.access_ttl",
+                "must be between 1 second and 8 hours",
+            ));
         }
         if config.issuer.is_empty() || config.audience.is_empty() {
             return Err(ConfigError::new("jwt.issuer/audience", "must not be empty"));
@@ -339,8 +353,8 @@ impl fmt::Debug for RefreshToken {
     }
 }
 
-/// Revoked access tokens and families, in the shared store, each until the
-/// last token it could affect has expired.
+/// Revoked access tokens, families and users' sessions, in the shared store,
+/// each until the last token it could affect has expired.
 #[derive(Clone, Debug)]
 pub struct Revocations {
     store: Store,
@@ -350,15 +364,38 @@ pub struct Revocations {
 
 const JTI: &str = "revoked-jti";
 const FAMILY: &str = "revoked-fam";
+const USER: &str = "revoked-before";
 
 impl Revocations {
-    /// Revocations over `store` for tokens living `access_ttl`.
+    /// Revocations over `store` for tokens living `access_ttl` (at most
+    /// [`MAX_ACCESS_TTL`], as [`Jwt::new`] requires).
     pub fn new(store: Store, access_ttl: Duration) -> Self {
         Self {
             store,
-            access_ttl,
+            access_ttl: access_ttl.min(MAX_ACCESS_TTL),
             tag: "auth",
         }
+    }
+
+    /// Ends every session of user `sub` at once, on every instance (blocked
+    /// account, password change): every access token issued at or before
+    /// `at_unix` (seconds) is revoked, until the last of them has expired.
+    /// A later call moves the time forward; an earlier one changes nothing.
+    ///
+    /// Token times have a one-second resolution, so a token issued in the
+    /// same second just after the call is refused too (the client signs in
+    /// again a second later). Refresh tokens are the application's storage:
+    /// delete the user's as well, or new access tokens will be issued.
+    pub async fn end_sessions(&self, sub: &str, at_unix: u64) -> Result<(), StoreError> {
+        let key = Key::new(USER).with(Part::Str(sub));
+        let ttl = self.access_ttl + MAX_LEEWAY + MAX_LEEWAY;
+        self.store
+            .settle(
+                self.tag,
+                &[Settle::Stamp(key, at_unix, ttl)],
+                Source::Primary,
+            )
+            .await
     }
 
     /// Revokes one access token until its expiry.
@@ -381,15 +418,17 @@ impl Revocations {
             .await
     }
 
-    /// Whether the token or its family was revoked: one store round trip.
-    /// Fails closed: an unreachable store is an error, not "not revoked".
+    /// Whether the token, its family or its user's sessions were revoked:
+    /// one store round trip. Fails closed: an unreachable store is an error,
+    /// not "not revoked".
     pub async fn is_revoked(&self, claims: &Claims) -> Result<bool, StoreError> {
-        let keys = [
-            Key::new(JTI).with(Part::Str(&claims.jti)),
-            Key::new(FAMILY).with(Part::Str(&claims.fam)),
+        let probes = [
+            Probe::Marked(Key::new(JTI).with(Part::Str(&claims.jti))),
+            Probe::Marked(Key::new(FAMILY).with(Part::Str(&claims.fam))),
+            Probe::StampedSince(Key::new(USER).with(Part::Str(&claims.sub)), claims.iat),
         ];
         self.store
-            .any_marked(self.tag, &keys, FailPolicy::FailClosed)
+            .any_marked(self.tag, &probes, FailPolicy::FailClosed)
             .await
     }
 }

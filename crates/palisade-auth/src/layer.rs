@@ -4,7 +4,8 @@
 //!
 //! For a request with `Authorization: Bearer <token>`, the layer verifies the
 //! token ([`Jwt::verify`]) and checks, in one store round trip, that neither
-//! the token nor its family was revoked. On success it inserts the
+//! the token nor its family was revoked, nor its user's sessions ended
+//! ([`Revocations::end_sessions`]). On success it inserts the
 //! [`AuthUser`] and the [`Principal`]; on any failure it inserts nothing and
 //! the [`AuthUser`] extractor answers 401 (problem+json, `WWW-Authenticate:
 //! Bearer`, the same body whatever went wrong). When the revocation store is

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use palisade_auth::jwt::{Jwt, JwtConfig, JwtError, RefreshToken, Revocations};
 use palisade_config::keys::{HmacAlgorithm, HmacKey, KeyEncoding, KeyRing};
-use palisade_core::ManualClock;
+use palisade_core::{Clock as _, ManualClock};
 use palisade_store::{MemoryStore, RedisOptions, Store};
 use palisade_testkit::redis::RedisServer;
 
@@ -230,4 +230,85 @@ async fn logout_on_one_instance_revokes_on_another_sharing_redis() {
         };
         assert!(ttl > 0 && ttl <= 905_000, "{key}: {ttl}");
     }
+}
+
+#[test]
+fn access_token_lifetimes_are_bounded() {
+    let ok = JwtConfig::new("i", "a").access_ttl(Duration::from_secs(8 * 3600));
+    assert!(Jwt::new(KeyRing::new(key(1)), ok).is_ok());
+    for ttl in [0, 8 * 3600 + 1, 30 * 86_400] {
+        let config = JwtConfig::new("i", "a").access_ttl(Duration::from_secs(ttl));
+        assert!(Jwt::new(KeyRing::new(key(1)), config).is_err(), "{ttl}");
+    }
+}
+
+/// Ending a user's sessions refuses every token issued up to the cut-off, of
+/// that user only, and admits those issued after; the entry expires with the
+/// last token it could affect.
+async fn end_sessions_cuts_at_the_second(
+    clock: &ManualClock,
+    jwt: &Jwt,
+    ending: &Revocations,
+    checking: &Revocations,
+) {
+    let token = |sub: &str| jwt.verify(jwt.issue(sub, "fam").unwrap().token()).unwrap();
+    let early = token("user-1");
+    clock.advance(Duration::from_secs(600));
+    let same_second = token("user-1");
+    let other_user = token("user-2");
+    assert!(!checking.is_revoked(&early).await.unwrap());
+    let cut = clock.unix_now().as_secs();
+    ending.end_sessions("user-1", cut).await.unwrap();
+    assert!(checking.is_revoked(&early).await.unwrap());
+    assert!(checking.is_revoked(&same_second).await.unwrap());
+    assert!(!checking.is_revoked(&other_user).await.unwrap());
+    // An older cut-off arriving late does not reopen anything.
+    ending.end_sessions("user-1", cut - 300).await.unwrap();
+    assert!(checking.is_revoked(&same_second).await.unwrap());
+    clock.advance(Duration::from_secs(1));
+    let after = token("user-1");
+    assert!(!checking.is_revoked(&after).await.unwrap());
+}
+
+#[tokio::test]
+async fn ending_a_users_sessions_in_memory_expires_with_the_tokens() {
+    let (clock, jwt) = fresh();
+    let store = Store::memory(MemoryStore::builder().clock(clock.clone()).build());
+    let revocations = Revocations::new(store, jwt.access_ttl());
+    end_sessions_cuts_at_the_second(&clock, &jwt, &revocations, &revocations).await;
+    // The cut-off outlives the last token it covers (15 min + leeway)...
+    let covered = jwt.verify(jwt.issue("user-1", "fam").unwrap().token());
+    assert!(covered.is_ok());
+    revocations
+        .end_sessions("user-1", clock.unix_now().as_secs())
+        .await
+        .unwrap();
+    let covered = covered.unwrap();
+    clock.advance(jwt.access_ttl() + Duration::from_secs(5));
+    assert!(revocations.is_revoked(&covered).await.unwrap());
+    // ...and then goes away.
+    clock.advance(Duration::from_secs(6));
+    assert!(!revocations.is_revoked(&covered).await.unwrap());
+}
+
+#[tokio::test]
+async fn ending_a_users_sessions_on_one_instance_holds_on_another_sharing_redis() {
+    let server = RedisServer::start().unwrap();
+    let options = RedisOptions::default().call_timeout(Duration::from_secs(1));
+    let store = || Store::redis(&server.url(), "redis", &options, MemoryStore::default()).unwrap();
+    let (clock, jwt) = fresh();
+    let a = Revocations::new(store(), jwt.access_ttl());
+    let b = Revocations::new(store(), jwt.access_ttl());
+    end_sessions_cuts_at_the_second(&clock, &jwt, &a, &b).await;
+    let palisade_testkit::redis::Reply::Array(keys) = server.command(&["KEYS", "*"]).unwrap()
+    else {
+        panic!("KEYS");
+    };
+    assert_eq!(keys.len(), 1);
+    let key = keys[0].as_str().unwrap().to_owned();
+    let palisade_testkit::redis::Reply::Integer(ttl) = server.command(&["PTTL", &key]).unwrap()
+    else {
+        panic!("PTTL");
+    };
+    assert!(ttl > 900_000 && ttl <= 910_000, "{key}: {ttl}");
 }

@@ -88,4 +88,34 @@ pub enum Settle<'a> {
     Mark(Key<'a>, Duration),
     /// Deletes a mark.
     Unmark(Key<'a>),
+    /// Sets a stamp: a mark carrying a time in unix seconds, for `ttl`. A
+    /// stamp already there with a later time is kept as it is. Stamps live
+    /// apart from marks: [`Probe::StampedSince`] asks about them.
+    Stamp(Key<'a>, u64, Duration),
+}
+
+/// One question of [`Store::any_marked`](crate::Store::any_marked).
+#[derive(Clone, Copy, Debug)]
+pub enum Probe<'a> {
+    /// The mark exists.
+    Marked(Key<'a>),
+    /// A stamp exists whose time is at or after this one (unix seconds).
+    ///
+    /// The memory store keeps the low 16 bits of a stamp's time, so the
+    /// answer is exact only while the two times are less than 9 hours
+    /// apart; give stamps a shorter time to live (both backends then
+    /// decide identically).
+    StampedSince(Key<'a>, u64),
+}
+
+/// Whether the 16-bit `stamp` is at or after `since`, modulo 2^16 seconds:
+/// exact while the two full times are less than 2^15 s (about 9 h) apart.
+pub(crate) fn stamp_at_or_after(stamp: u16, since: u16) -> bool {
+    stamp.wrapping_sub(since) < 0x8000
+}
+
+/// The low 16 bits of a stamp's time, as the memory store keeps it.
+pub(crate) fn stamp_bits(at: u64) -> u16 {
+    // Truncation is the point: see `stamp_at_or_after`.
+    u16::try_from(at & 0xffff).unwrap_or_default()
 }

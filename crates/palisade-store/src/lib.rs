@@ -45,7 +45,7 @@ pub mod store;
 
 #[cfg(feature = "redis")]
 pub use breaker::BreakerConfig;
-pub use counter::{CounterOutcome, Reservation, Reserve, Settle};
+pub use counter::{CounterOutcome, Probe, Reservation, Reserve, Settle};
 pub use gcra::{Batch, Decision, GcraRequest, ItemOutcome, MAX_KEYS, Outcome, Quota, Source};
 pub use key::{Key, MAX_PARTS, Part, check_name};
 pub use memory::{MemoryStore, MemoryStoreBuilder};

@@ -43,13 +43,16 @@ use std::time::{Duration, Instant};
 
 use palisade_core::{SharedClock, SystemClock};
 
-use crate::counter::{CounterOutcome, Reservation, Reserve, Settle};
+use crate::counter::{
+    CounterOutcome, Probe, Reservation, Reserve, Settle, stamp_at_or_after, stamp_bits,
+};
 use crate::gcra::{Decision, GcraRequest, MAX_KEYS, Source, micros};
 use crate::key::Key;
 
 const KIND_GCRA: u8 = 0;
 const KIND_COUNTER: u8 = 1;
 const KIND_MARK: u8 = 2;
+const KIND_STAMP: u8 = 3;
 
 /// Most shards locked by one call: every reservation item may carry a mark.
 const MAX_LOCKS: usize = MAX_KEYS * 2;
@@ -80,7 +83,8 @@ impl Hasher for Identity {
 
 /// One entry's state in one word: the expiry in microseconds since the
 /// store's epoch (48 bits; for a GCRA key its theoretical arrival time) and a
-/// 16-bit value (a counter's count, 1 for a mark, unused for GCRA).
+/// 16-bit value (a counter's count, 1 for a mark, the low bits of a stamp's
+/// time, unused for GCRA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Slot(u64);
 
@@ -479,6 +483,7 @@ impl MemoryStore {
             *fp = match step {
                 Settle::Release(k) | Settle::Clear(k) => self.fingerprint(KIND_COUNTER, k),
                 Settle::Mark(k, _) | Settle::Unmark(k) => self.fingerprint(KIND_MARK, k),
+                Settle::Stamp(k, _, _) => self.fingerprint(KIND_STAMP, k),
             };
         }
         let fps = fps.get(..steps.len()).unwrap_or(&[]);
@@ -501,25 +506,41 @@ impl MemoryStore {
                     let slot = Slot::new(now.saturating_add(micros(*ttl)), 1);
                     shard.put(fp, slot, now, cap, &self.0.stats);
                 }
+                Settle::Stamp(_, at, ttl) => {
+                    let at = stamp_bits(*at);
+                    let later = shard
+                        .alive(fp, now)
+                        .is_some_and(|s| s.value() != at && stamp_at_or_after(s.value(), at));
+                    if !later {
+                        let slot = Slot::new(now.saturating_add(micros(*ttl)), at);
+                        shard.put(fp, slot, now, cap, &self.0.stats);
+                    }
+                }
             }
         }
     }
 
     /// Whether a mark exists.
     pub fn is_marked(&self, key: &Key<'_>) -> bool {
-        self.any_marked(std::slice::from_ref(key))
+        self.any_marked(&[Probe::Marked(*key)])
     }
 
-    /// Whether any of the marks exists.
-    pub fn any_marked(&self, keys: &[Key<'_>]) -> bool {
+    /// Whether any of the probes holds: a mark exists, or a stamp at or
+    /// after a time.
+    pub fn any_marked(&self, probes: &[Probe<'_>]) -> bool {
         let now = self.now();
-        keys.iter().any(|key| {
-            let fp = self.fingerprint(KIND_MARK, key);
+        probes.iter().any(|probe| {
+            let (fp, since) = match probe {
+                Probe::Marked(key) => (self.fingerprint(KIND_MARK, key), None),
+                Probe::StampedSince(key, since) => {
+                    (self.fingerprint(KIND_STAMP, key), Some(stamp_bits(*since)))
+                }
+            };
             self.0.shards.get(self.shard_of(fp)).is_some_and(|m| {
                 m.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .alive(fp, now)
-                    .is_some()
+                    .is_some_and(|slot| since.is_none_or(|t| stamp_at_or_after(slot.value(), t)))
             })
         })
     }
@@ -635,6 +656,58 @@ mod tests {
         assert_eq!((s.expires(), s.value()), (123_456_789, 42));
         let s = Slot::new(u64::MAX, u16::MAX);
         assert_eq!((s.expires(), s.value()), (EXPIRY_MAX, u16::MAX));
+    }
+
+    #[test]
+    fn stamps_answer_at_or_after_keep_the_later_time_and_expire() {
+        let (clock, store) = store(100);
+        let user = Key::new("user").with(Part::Str("u1"));
+        let ttl = Duration::from_secs(900);
+        // A cut-off just past a 2^16 s boundary, where the low bits wrap.
+        let at = 26_000 * 65_536 + 3;
+        assert!(!store.any_marked(&[Probe::StampedSince(user, 0)]));
+        store.settle(&[Settle::Stamp(user, at, ttl)]);
+        for (since, expected) in [
+            (at - 899, true),
+            (at - 4, true),
+            (at, true),
+            (at + 1, false),
+        ] {
+            assert_eq!(
+                store.any_marked(&[Probe::StampedSince(user, since)]),
+                expected,
+                "since {since}"
+            );
+        }
+        // Stamps and marks live apart.
+        assert!(!store.is_marked(&user));
+        // An earlier stamp arriving late does not move the time back...
+        store.settle(&[Settle::Stamp(user, at - 10, ttl)]);
+        assert!(store.any_marked(&[Probe::StampedSince(user, at)]));
+        // ...a later one moves it forward.
+        store.settle(&[Settle::Stamp(user, at + 60, ttl)]);
+        assert!(store.any_marked(&[Probe::StampedSince(user, at + 60)]));
+        assert!(!store.any_marked(&[Probe::StampedSince(user, at + 61)]));
+        clock.advance(Duration::from_micros(899_999_999));
+        assert!(store.any_marked(&[Probe::StampedSince(user, at + 60)]));
+        clock.advance(Duration::from_micros(1));
+        assert!(!store.any_marked(&[Probe::StampedSince(user, 0)]));
+    }
+
+    proptest::proptest! {
+        /// The 16-bit comparison agrees with the full one whenever the two
+        /// times are less than 2^15 s apart, across every wrap point.
+        #[test]
+        fn stamp_comparison_matches_full_precision(
+            at in 0u64..(1 << 40),
+            delta in -32_767i64..=32_767,
+        ) {
+            let since = at.saturating_add_signed(delta);
+            proptest::prop_assert_eq!(
+                stamp_at_or_after(stamp_bits(at), stamp_bits(since)),
+                at >= since
+            );
+        }
     }
 
     #[test]

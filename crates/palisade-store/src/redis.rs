@@ -24,7 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
 use crate::breaker::BreakerConfig;
-use crate::counter::{CounterOutcome, Reservation, Reserve, Settle};
+use crate::counter::{CounterOutcome, Probe, Reservation, Reserve, Settle};
 use crate::gcra::{Decision, GcraRequest, Source, micros};
 use crate::key::{Key, check_name};
 use crate::{StoreError, Unavailable};
@@ -265,13 +265,18 @@ impl RedisBackend {
     pub(crate) async fn settle(&self, tag: &str, steps: &[Settle<'_>]) -> Result<(), Unavailable> {
         let mut invocation = self.settle.prepare_invoke();
         for step in steps {
-            let (kind, key, op, ttl) = match step {
-                Settle::Release(k) => ('c', k, "release", 0),
-                Settle::Clear(k) => ('c', k, "clear", 0),
-                Settle::Mark(k, ttl) => ('m', k, "mark", millis_ceil(*ttl)),
-                Settle::Unmark(k) => ('m', k, "unmark", 0),
+            let (kind, key, op, ttl, at) = match step {
+                Settle::Release(k) => ('c', k, "release", 0, 0),
+                Settle::Clear(k) => ('c', k, "clear", 0, 0),
+                Settle::Mark(k, ttl) => ('m', k, "mark", millis_ceil(*ttl), 0),
+                Settle::Unmark(k) => ('m', k, "unmark", 0, 0),
+                Settle::Stamp(k, at, ttl) => ('s', k, "stamp", millis_ceil(*ttl), *at),
             };
-            invocation.key(self.key(tag, kind, key)).arg(op).arg(ttl);
+            invocation
+                .key(self.key(tag, kind, key))
+                .arg(op)
+                .arg(ttl)
+                .arg(at);
         }
         let _: i64 = self.run(invocation).await?;
         Ok(())
@@ -280,16 +285,31 @@ impl RedisBackend {
     pub(crate) async fn any_marked(
         &self,
         tag: &str,
-        keys: &[Key<'_>],
+        probes: &[Probe<'_>],
     ) -> Result<bool, Unavailable> {
         let mut conn = self.conn.clone();
-        let mut cmd = redis::cmd("EXISTS");
-        for key in keys {
-            cmd.arg(self.key(tag, 'm', key));
+        // MGET, not EXISTS: a stamp's time is compared here. One round trip
+        // either way; `MGET` keeps the key order for the comparison.
+        let mut cmd = redis::cmd("MGET");
+        for probe in probes {
+            let key = match probe {
+                Probe::Marked(key) => self.key(tag, 'm', key),
+                Probe::StampedSince(key, _) => self.key(tag, 's', key),
+            };
+            cmd.arg(key);
         }
-        let fut = cmd.query_async::<i64>(&mut conn);
+        let fut = cmd.query_async::<Vec<Option<u64>>>(&mut conn);
         match tokio::time::timeout(self.call_timeout, fut).await {
-            Ok(Ok(n)) => Ok(n > 0),
+            Ok(Ok(values)) => {
+                Ok(probes
+                    .iter()
+                    .zip(values)
+                    .any(|(probe, value)| match (probe, value) {
+                        (_, None) => false,
+                        (Probe::Marked(_), Some(_)) => true,
+                        (Probe::StampedSince(_, since), Some(at)) => at >= *since,
+                    }))
+            }
             Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
                 Err(Unavailable::Connection)
             }

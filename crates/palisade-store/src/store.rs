@@ -37,7 +37,7 @@ use prometheus_client::registry::Registry;
 use crate::StoreError;
 #[cfg(feature = "redis")]
 use crate::Unavailable;
-use crate::counter::{Reservation, Reserve, Settle};
+use crate::counter::{Probe, Reservation, Reserve, Settle};
 use crate::gcra::{Decision, GcraRequest, Source};
 use crate::key::Key;
 use crate::memory::MemoryStore;
@@ -242,31 +242,32 @@ impl Store {
         key: &Key<'_>,
         fail: FailPolicy,
     ) -> Result<bool, StoreError> {
-        self.any_marked(tag, std::slice::from_ref(key), fail).await
+        self.any_marked(tag, &[Probe::Marked(*key)], fail).await
     }
 
-    /// Whether any of the marks exists, in one round trip.
+    /// Whether any of the probes holds (a mark exists, or a stamp at or
+    /// after a time), in one round trip.
     pub async fn any_marked(
         &self,
         tag: &str,
-        keys: &[Key<'_>],
+        probes: &[Probe<'_>],
         fail: FailPolicy,
     ) -> Result<bool, StoreError> {
         #[cfg(feature = "redis")]
         if let Some(remote) = &self.0.remote {
             let result = self
-                .guarded(remote, remote.backend.any_marked(tag, keys))
+                .guarded(remote, remote.backend.any_marked(tag, probes))
                 .await;
             return match result {
                 Ok(marked) => Ok(marked),
                 Err(e) => self.degrade(fail, e, |source| match source {
-                    Source::Fallback => self.0.local.any_marked(keys),
+                    Source::Fallback => self.0.local.any_marked(probes),
                     _ => false,
                 }),
             };
         }
         let _ = (tag, fail);
-        Ok(self.0.local.any_marked(keys))
+        Ok(self.0.local.any_marked(probes))
     }
 
     /// Readiness: the memory store is always up; Redis must answer `PING`.

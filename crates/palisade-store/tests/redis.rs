@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use palisade_core::ManualClock;
 use palisade_store::{
-    BreakerConfig, FailPolicy, GcraRequest, Key, MemoryStore, Part, Quota, RedisOptions, Reserve,
-    Settle, Source, Store, StoreError, Unavailable,
+    BreakerConfig, FailPolicy, GcraRequest, Key, MemoryStore, Part, Probe, Quota, RedisOptions,
+    Reserve, Settle, Source, Store, StoreError, Unavailable,
 };
 use palisade_testkit::redis::{RedisServer, Reply};
 
@@ -224,6 +224,66 @@ async fn reservations_settle_and_marks_exempt_on_redis() {
         Some("2"),
         "3 reserved, 1 released, 1 skipped"
     );
+}
+
+#[tokio::test]
+async fn stamps_decide_on_redis_as_in_memory_in_one_round_trip() {
+    let server = RedisServer::start().unwrap();
+    let (_clock, redis) = connect(&server);
+    let memory = Store::memory(MemoryStore::builder().max_keys(100).build());
+    let user = Key::new("user").with(Part::Str("u1"));
+    let other = Key::new("user").with(Part::Str("u2"));
+    let jti = Key::new("jti").with(Part::Str("t1"));
+    let ttl = Duration::from_secs(900);
+    // Around a 2^16 s boundary, where the memory store's low bits wrap.
+    let at = 26_000 * 65_536 - 2;
+    // (stamp set first, probe time, expected answer)
+    let script: [(Option<u64>, u64, bool); 7] = [
+        (None, at, false),
+        (Some(at), at - 900, true),
+        (None, at, true),
+        (None, at + 1, false),
+        // An earlier stamp arriving late keeps the later time.
+        (Some(at - 30), at, true),
+        (Some(at + 5), at + 5, true),
+        (None, at + 6, false),
+    ];
+    for (stamp, since, expected) in script {
+        for store in [&redis, &memory] {
+            if let Some(t) = stamp {
+                store
+                    .settle("auth", &[Settle::Stamp(user, t, ttl)], Source::Primary)
+                    .await
+                    .unwrap();
+            }
+        }
+        server.command(&["CONFIG", "RESETSTAT"]).unwrap();
+        let probes = [
+            Probe::Marked(jti),
+            Probe::StampedSince(other, 0),
+            Probe::StampedSince(user, since),
+        ];
+        let on_redis = redis
+            .any_marked("auth", &probes, FailPolicy::FailClosed)
+            .await
+            .unwrap();
+        let Reply::Bulk(stats) = server.command(&["INFO", "commandstats"]).unwrap() else {
+            panic!("INFO did not answer a bulk string");
+        };
+        let stats = String::from_utf8(stats).unwrap();
+        assert!(stats.contains("cmdstat_mget:calls=1,"), "{stats}");
+        let in_memory = memory
+            .any_marked("auth", &probes, FailPolicy::FailClosed)
+            .await
+            .unwrap();
+        assert_eq!(
+            (on_redis, in_memory),
+            (expected, expected),
+            "stamp {stamp:?} since {since}"
+        );
+    }
+    let pttl = int(&server.command(&["PTTL", &keys(&server)[0]]).unwrap());
+    assert!(pttl > 0 && pttl <= 900_000, "{pttl}");
 }
 
 #[tokio::test]
