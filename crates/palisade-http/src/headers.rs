@@ -458,11 +458,7 @@ impl SecurityHeaders {
             None => None,
         };
         Ok(SecurityHeadersLayer {
-            config: Arc::new(Config {
-                fixed,
-                csp,
-                overwrite: self.overwrite,
-            }),
+            config: Arc::new(Config::new(fixed, csp, self.overwrite)),
         })
     }
 }
@@ -494,33 +490,75 @@ struct CspHeader {
 
 #[derive(Debug)]
 struct Config {
-    fixed: Vec<(HeaderName, HeaderValue)>,
+    /// Every header the layer sets that is the same on every response (the
+    /// fixed ones, and the policy when it has no nonce), ready to clone.
+    template: HeaderMap,
     csp: Option<CspHeader>,
     overwrite: bool,
 }
 
 impl Config {
-    fn apply(&self, headers: &mut HeaderMap, nonce: Option<&CspNonce>) {
-        headers.remove(header::SERVER);
-        headers.remove(X_POWERED_BY);
-        for (name, value) in &self.fixed {
-            if self.overwrite || !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
+    fn new(fixed: Vec<(HeaderName, HeaderValue)>, csp: Option<CspHeader>, overwrite: bool) -> Self {
+        let mut template = HeaderMap::with_capacity(fixed.len() + 1);
+        template.extend(fixed);
+        if let Some(CspHeader {
+            name,
+            value: CompiledCsp::Static(value),
+            ..
+        }) = &csp
+        {
+            template.insert(name.clone(), value.clone());
         }
+        Self {
+            template,
+            csp,
+            overwrite,
+        }
+    }
+
+    /// Starts from a clone of the template and moves the response's own
+    /// headers in: one clone and a few inserts instead of a hash lookup and
+    /// an insert per security header (responses carry few headers of their
+    /// own). The response's value wins unless `overwrite`; `Server` and
+    /// `X-Powered-By` are dropped.
+    fn apply(&self, headers: &mut HeaderMap, nonce: Option<&CspNonce>) {
+        let own_csp = headers.contains_key(header::CONTENT_SECURITY_POLICY)
+            || headers.contains_key(CSP_REPORT_ONLY);
+        let mut merged = self.template.clone();
         if let Some(csp) = &self.csp {
-            let set = headers.contains_key(header::CONTENT_SECURITY_POLICY)
-                || headers.contains_key(CSP_REPORT_ONLY);
-            if self.overwrite || !set {
+            if own_csp && !self.overwrite {
+                merged.remove(&csp.name);
+            } else if !matches!(csp.value, CompiledCsp::Static(_)) {
                 if let Some(value) = csp.value.render(nonce) {
-                    headers.insert(csp.name.clone(), value);
+                    merged.insert(csp.name.clone(), value);
                 } else {
                     // No nonce could be drawn: send the policy without its nonce
                     // sources, which only makes it stricter.
-                    headers.insert(csp.name.clone(), csp.value.strict_fallback());
+                    merged.insert(csp.name.clone(), csp.value.strict_fallback());
                 }
             }
         }
+        let mut current: Option<HeaderName> = None;
+        for (name, value) in std::mem::take(headers) {
+            if let Some(name) = name {
+                let ours = self.template.contains_key(&name)
+                    || self.csp.as_ref().is_some_and(|c| c.name == name);
+                current = if name == header::SERVER || name == X_POWERED_BY {
+                    None
+                } else if ours && self.overwrite {
+                    None
+                } else {
+                    if ours {
+                        merged.remove(&name);
+                    }
+                    Some(name)
+                };
+            }
+            if let Some(name) = &current {
+                merged.append(name.clone(), value);
+            }
+        }
+        *headers = merged;
     }
 }
 
@@ -551,15 +589,15 @@ impl SecurityHeadersLayer {
     pub fn api() -> Self {
         // The built-in profile is valid; the fallback keeps this infallible.
         SecurityHeaders::api().build().unwrap_or_else(|_| Self {
-            config: Arc::new(Config {
-                fixed: Vec::new(),
-                csp: Some(CspHeader {
+            config: Arc::new(Config::new(
+                Vec::new(),
+                Some(CspHeader {
                     name: header::CONTENT_SECURITY_POLICY,
                     value: CompiledCsp::Static(HeaderValue::from_static("default-src 'none'")),
                     nonce: false,
                 }),
-                overwrite: false,
-            }),
+                false,
+            )),
         })
     }
 }

@@ -54,7 +54,7 @@ use std::sync::Arc;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::Context;
@@ -155,8 +155,19 @@ impl JsonFormat {
 
 /// Writes `s` as the contents of a JSON string.
 fn escape(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip eight plain bytes at a time: most text needs no escaping.
+        if let Some(word) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            if !needs_escape(word) {
+                i += 8;
+                continue;
+            }
+        }
+        let Some(&b) = bytes.get(i) else { break };
         let replacement = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -164,7 +175,10 @@ fn escape(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
             b'\r' => "\\r",
             b'\t' => "\\t",
             0..=0x1f | 0x7f => "",
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.write_str(s.get(start..i).unwrap_or(""))?;
         if replacement.is_empty() {
@@ -172,9 +186,30 @@ fn escape(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
         } else {
             out.write_str(replacement)?;
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.write_str(s.get(start..).unwrap_or(""))
+}
+
+/// Whether any of the eight bytes of `word` is a control character, DEL,
+/// `"` (0x22) or a backslash (0x5c): the bytes [`escape`] rewrites.
+const fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte's high bit is set in `zero(x)` where the byte of x is zero (no
+    // false negatives; false positives only send the byte to the slow path).
+    const fn zero(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+    // Bytes below 0x20: (b - 0x20) borrows into the high bit, for bytes
+    // that do not already have it set (those are non-ASCII, never escaped).
+    let below = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let hits = below
+        | zero(word ^ (ONES * 0x22))
+        | zero(word ^ (ONES * 0x5c))
+        | zero(word ^ (ONES * 0x7f));
+    hits != 0
 }
 
 /// An adapter that escapes everything written through it.
@@ -198,15 +233,20 @@ impl Fields<'_, '_> {
         if self.result.is_err() {
             return false;
         }
-        if field.name() == "request_id" {
+        let name = field.name();
+        if name == "request_id" {
             self.has_request_id = true;
         }
-        self.result = self
-            .writer
-            .write_str(",\"")
-            .and_then(|()| escape(self.writer, field.name()))
-            .and_then(|()| self.writer.write_str("\":"));
-        if self.result.is_ok() && self.format.is_redacted(field.name()) {
+        self.result = self.writer.write_str(",\"").and_then(|()| {
+            // Field names are identifiers: most need no escaping.
+            if name.bytes().any(is_special) {
+                escape(self.writer, name)
+            } else {
+                self.writer.write_str(name)
+            }
+        });
+        self.result = self.result.and_then(|()| self.writer.write_str("\":"));
+        if self.result.is_ok() && self.format.is_redacted(name) {
             self.result = self.writer.write_str("\"[REDACTED]\"");
             return false;
         }
@@ -220,12 +260,25 @@ impl Fields<'_, '_> {
             .and_then(|()| Escaping(self.writer).write_fmt(value))
             .and_then(|()| self.writer.write_char('"'));
     }
+
+    fn text(&mut self, value: &str) {
+        self.result = self
+            .writer
+            .write_char('"')
+            .and_then(|()| escape(self.writer, value))
+            .and_then(|()| self.writer.write_char('"'));
+    }
+}
+
+/// A byte [`escape`] rewrites.
+fn is_special(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
 
 impl Visit for Fields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.key(field) {
-            self.string(format_args!("{value}"));
+            self.text(value);
         }
     }
 
@@ -375,7 +428,13 @@ where
         let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
         write_timestamp(&mut writer)?;
-        write!(writer, "\",\"level\":\"{}\",\"target\":\"", meta.level())?;
+        writer.write_str(match *meta.level() {
+            Level::ERROR => "\",\"level\":\"ERROR\",\"target\":\"",
+            Level::WARN => "\",\"level\":\"WARN\",\"target\":\"",
+            Level::INFO => "\",\"level\":\"INFO\",\"target\":\"",
+            Level::DEBUG => "\",\"level\":\"DEBUG\",\"target\":\"",
+            Level::TRACE => "\",\"level\":\"TRACE\",\"target\":\"",
+        })?;
         escape(&mut writer, meta.target())?;
         writer.write_char('"')?;
         let mut fields = Fields {

@@ -255,7 +255,8 @@ fn default_layer_is_the_api_profile() {
     assert!(SecurityHeaders::html().build().is_ok());
     let layer = SecurityHeadersLayer::default();
     assert!(layer.config.csp.is_some());
-    assert_eq!(layer.config.fixed.len(), 8);
+    // Eight fixed headers and the policy.
+    assert_eq!(layer.config.template.len(), 9);
 }
 
 proptest::proptest! {
@@ -266,5 +267,77 @@ proptest::proptest! {
             let nonce = CspNonce::generate();
             proptest::prop_assert!(compiled.render(nonce.as_ref()).is_some());
         }
+    }
+}
+
+/// The plain algorithm `Config::apply` must agree with: drop `Server` and
+/// `X-Powered-By`, then set each header unless the response has it (always
+/// with `overwrite`), the policy unless the response has a policy of either
+/// kind.
+fn reference(config: &Config, headers: &mut HeaderMap) {
+    headers.remove(header::SERVER);
+    headers.remove(X_POWERED_BY);
+    let own_csp = headers.contains_key(header::CONTENT_SECURITY_POLICY)
+        || headers.contains_key(CSP_REPORT_ONLY);
+    let csp_name = config.csp.as_ref().map(|c| c.name.clone());
+    for (name, value) in &config.template {
+        let set = if Some(name) == csp_name.as_ref() {
+            config.overwrite || !own_csp
+        } else {
+            config.overwrite || !headers.contains_key(name)
+        };
+        if set {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Every name with its values in order, names sorted: header order across
+/// names carries no meaning.
+fn normalised(headers: &HeaderMap) -> Vec<(String, Vec<HeaderValue>)> {
+    let mut out: Vec<_> = headers
+        .keys()
+        .map(|k| {
+            let values = headers.get_all(k).iter().cloned().collect();
+            (k.as_str().to_owned(), values)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+proptest::proptest! {
+    /// Any mix of response headers — ones the layer sets, policies of both
+    /// kinds, repeated names, `Server` — comes out as the plain algorithm
+    /// would have it, for each mode.
+    #[test]
+    fn merging_into_the_template_matches_the_plain_algorithm(
+        response in proptest::collection::vec((0usize..9, 0usize..3), 0..10),
+        mode in 0usize..3,
+    ) {
+        let names = [
+            "cache-control", "x-frame-options", "content-security-policy",
+            "content-security-policy-report-only", "server", "x-powered-by",
+            "set-cookie", "content-type", "permissions-policy",
+        ];
+        let values = ["a", "b", "c"];
+        let builder = match mode {
+            0 => SecurityHeaders::api(),
+            1 => SecurityHeaders::api().overwrite(true),
+            _ => SecurityHeaders::api()
+                .content_security_policy(
+                    ContentSecurityPolicy::api().directive("report-uri", ["/csp-reports"]),
+                )
+                .csp_report_only(true),
+        };
+        let config = builder.build().unwrap().config;
+        let mut headers = HeaderMap::new();
+        for (n, v) in response {
+            headers.append(names[n], HeaderValue::from_static(values[v]));
+        }
+        let mut expected = headers.clone();
+        reference(&config, &mut expected);
+        config.apply(&mut headers, None);
+        proptest::prop_assert_eq!(normalised(&headers), normalised(&expected));
     }
 }

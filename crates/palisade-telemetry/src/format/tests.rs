@@ -56,6 +56,19 @@ fn secret_fields_are_redacted() {
 }
 
 proptest::proptest! {
+    /// The word-at-a-time scan finds every byte to escape wherever it sits
+    /// in an 8-byte word, next to multi-byte characters too.
+    #[test]
+    fn escaping_round_trips_and_leaves_no_raw_control_byte(
+        text in "[\"\\\\\\x00-\\x1f\\x7fa-z é€😀]{0,40}",
+    ) {
+        let mut out = String::new();
+        escape(&mut out, &text).unwrap();
+        proptest::prop_assert!(!out.bytes().any(|b| b < 0x20 || b == 0x7f), "{out:?}");
+        let back: String = serde_json::from_str(&format!("\"{out}\"")).unwrap();
+        proptest::prop_assert_eq!(back, text);
+    }
+
     #[test]
     fn every_line_is_valid_json(message in "\\PC*", value in proptest::prelude::any::<String>()) {
         let ((), buf) = capture(|| {
