@@ -11,7 +11,10 @@
 //! 2. **Flood**: 200 concurrent clients sending wrong-password logins for
 //!    10 s while one client probes `/health` every 20 ms: the probe's p99,
 //!    the process's resident memory above idle, and hashes per second at
-//!    saturation.
+//!    saturation. Twice: clients honouring `Retry-After`, and clients
+//!    retrying at once. The second is also run against a control — bare
+//!    axum answering every login 503 at once — to tell what the backend
+//!    costs from what the flood costs any server on this host.
 //!
 //! Every request carries its own `X-Forwarded-For` address (the backend
 //! trusts 127.0.0.1 as a proxy) so the per-IP limits do not hide the cost
@@ -98,6 +101,44 @@ fn start_server(dir: &std::path::Path) -> SocketAddr {
     rx.recv().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The control for the flood: a bare axum server on the same kind of
+/// runtime whose `/auth/login` reads the body and answers 503 at once (no
+/// palisade, no hashing, no database). Under the same flood, its `/health`
+/// p99 is what the host and the generator allow any server.
+fn start_control_server() -> SocketAddr {
+    use axum::routing::{get, post};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async move {
+            let app = axum::Router::new()
+                .route(
+                    "/health",
+                    get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+                )
+                .route(
+                    "/auth/login",
+                    post(|_body: String| async {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            [("retry-after", "1")],
+                        )
+                    }),
+                );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let _ = tx.send(listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    rx.recv().unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -120,8 +161,13 @@ fn main() {
     }
 
     let timing = timing(addr);
-    let polite = flood(addr, true);
-    let attack = flood(addr, false);
+    let polite = flood(addr, true, "reference backend");
+    let attack = flood(addr, false, "reference backend");
+    let control = flood(
+        start_control_server(),
+        false,
+        "control: bare axum, login = 503",
+    );
     let mut all = serde_json::Map::new();
     let prefixed = |prefix: &str, v: serde_json::Value| {
         let serde_json::Value::Object(m) = v else {
@@ -137,6 +183,7 @@ fn main() {
         timing,
         prefixed("polite_", polite),
         prefixed("attack_", attack),
+        prefixed("control_attack_", control),
     ] {
         if let serde_json::Value::Object(m) = part {
             all.extend(m);
@@ -190,7 +237,7 @@ fn timing(addr: SocketAddr) -> serde_json::Value {
 /// 200 clients of wrong-password logins while `/health` is probed. With
 /// `polite`, clients wait the `Retry-After` of a 503 (200 concurrent logins);
 /// without, they retry at once (an attacker's closed loop).
-fn flood(addr: SocketAddr, polite: bool) -> serde_json::Value {
+fn flood(addr: SocketAddr, polite: bool, server: &str) -> serde_json::Value {
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss();
     let stop = Arc::new(AtomicBool::new(false));
@@ -268,7 +315,7 @@ fn flood(addr: SocketAddr, polite: bool) -> serde_json::Value {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let p99_ms = hist.value_at_quantile(0.99) as f64 / 1000.0;
     println!(
-        "flood ({}): {FLOOD_CLIENTS} clients for {:.1} s: {checked} checked (401), {busy} busy (503), {limited} limited (429), {other} other; \
+        "flood on {server} ({}): {FLOOD_CLIENTS} clients for {:.1} s: {checked} checked (401), {busy} busy (503), {limited} limited (429), {other} other; \
          {hashes_per_s:.0} hashes/s; /health p50 {:.2} ms, p99 {p99_ms:.2} ms over {} probes; memory +{grown_mib:.1} MiB above idle (budget {} MiB)",
         if polite {
             "clients honour Retry-After"
