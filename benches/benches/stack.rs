@@ -1,6 +1,7 @@
 //! The cost of the secure-defaults stack per request, against the same router
 //! without it. In-process (`oneshot`), so the numbers isolate the layers from
-//! the network and the kernel.
+//! the network and the kernel. Routers are finalised with `with_state(())`
+//! as `axum::serve` does (otherwise axum rebuilds each route per call).
 #![allow(clippy::unwrap_used, missing_docs)] // bench harness: a failed setup should abort loudly
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -15,9 +16,9 @@ fn stack(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("get_json");
     for (name, app) in [
-        ("bare_axum", bare()),
-        ("tower_http_stack", tower_http()),
-        ("palisade_stack", secured()),
+        ("bare_axum", bare().with_state(())),
+        ("tower_http_stack", tower_http().with_state(())),
+        ("palisade_stack", secured().with_state(())),
     ] {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.to_async(&rt).iter(|| {
@@ -42,7 +43,7 @@ fn stack(c: &mut Criterion) {
                     .with_writer(std::io::sink),
             );
         let _guard = tracing::subscriber::set_default(subscriber);
-        let app = secured();
+        let app: axum::Router = secured().with_state(());
         group.bench_function(
             BenchmarkId::from_parameter("palisade_stack_json_log"),
             |b| {
@@ -60,9 +61,9 @@ fn stack(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("post_64k_body");
     for (name, app) in [
-        ("bare_axum", bare()),
-        ("tower_http_stack", tower_http()),
-        ("palisade_stack", secured()),
+        ("bare_axum", bare().with_state(())),
+        ("tower_http_stack", tower_http().with_state(())),
+        ("palisade_stack", secured().with_state(())),
     ] {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.to_async(&rt).iter(|| {

@@ -13,7 +13,11 @@
 //! non-blocking writer (palisade: its own format with a top-level
 //! `request_id`; tower-http: `TraceLayer` with tracing-subscriber's JSON
 //! format). Rounds alternate a, b, c so that drift of a noisy machine spreads
-//! over all three; the report gives the median over rounds. The last line is
+//! over all three; the report gives the median over rounds. After each
+//! throughput phase, one connection sends one request at a time for a
+//! second: its p99 is the latency a stack adds without queueing (under N
+//! saturating connections every request also waits for the N - 1 ahead of
+//! it, so the p99 there mostly restates the throughput). The last line is
 //! one JSON object for scripts.
 #![allow(clippy::expect_used)] // a benchmark harness: a failed setup aborts the run loudly
 
@@ -214,11 +218,17 @@ fn load(addr: SocketAddr, connections: usize, duration: Duration) -> (u64, Histo
     })
 }
 
+/// The single-connection phase after each throughput phase.
+const SINGLE: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Copy, Default)]
 struct Sample {
     rps: f64,
     p50_us: u64,
     p99_us: u64,
+    /// One connection, one request at a time: latency without queueing.
+    single_p50_us: u64,
+    single_p99_us: u64,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -243,19 +253,24 @@ fn main() {
             let _ = load(addr, o.connections, Duration::from_millis(500)); // warm-up
             let seconds = Duration::from_secs(o.seconds);
             let (done, hist) = load(addr, o.connections, seconds);
+            let (_, single) = load(addr, 1, SINGLE);
             stop.store(true, Ordering::Release);
             let _ = server.join();
             let sample = Sample {
                 rps: done as f64 / seconds.as_secs_f64(),
                 p50_us: hist.value_at_quantile(0.50),
                 p99_us: hist.value_at_quantile(0.99),
+                single_p50_us: single.value_at_quantile(0.50),
+                single_p99_us: single.value_at_quantile(0.99),
             };
             println!(
-                "round {round} {:<17} {:>9.0} req/s  p50 {:>5} µs  p99 {:>5} µs",
+                "round {round} {:<17} {:>9.0} req/s  p50 {:>5} µs  p99 {:>5} µs  | 1 conn p50 {:>4} µs  p99 {:>4} µs",
                 stack.name(),
                 sample.rps,
                 sample.p50_us,
-                sample.p99_us
+                sample.p99_us,
+                sample.single_p50_us,
+                sample.single_p99_us
             );
             samples.push((stack, sample));
         }
@@ -268,6 +283,12 @@ fn main() {
             let _ = std::fs::copy(entry.path(), keep.join(entry.file_name()));
         }
     }
+    report(&o, &samples, started);
+}
+
+/// Prints the medians, the ratios and the final JSON line.
+#[allow(clippy::cast_precision_loss)] // microseconds are far below 2^52
+fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
     let stat = |stack: Stack, f: fn(&Sample) -> f64| {
         median(
             samples
@@ -280,17 +301,21 @@ fn main() {
     let rps = |s| stat(s, |x| x.rps);
     let p50 = |s| stat(s, |x| x.p50_us as f64);
     let p99 = |s| stat(s, |x| x.p99_us as f64);
+    let single_p50 = |s| stat(s, |x| x.single_p50_us as f64);
+    let single_p99 = |s| stat(s, |x| x.single_p99_us as f64);
     println!(
         "\nmedian of {} rounds, {} connections, {} s each:",
         o.rounds, o.connections, o.seconds
     );
     for stack in Stack::ALL {
         println!(
-            "  {:<17} {:>9.0} req/s  p50 {:>5.0} µs  p99 {:>5.0} µs",
+            "  {:<17} {:>9.0} req/s  p50 {:>5.0} µs  p99 {:>5.0} µs  | 1 conn p50 {:>4.0} µs  p99 {:>4.0} µs",
             stack.name(),
             rps(stack),
             p50(stack),
-            p99(stack)
+            p99(stack),
+            single_p50(stack),
+            single_p99(stack)
         );
     }
     let (a, b, c) = (
@@ -303,6 +328,8 @@ fn main() {
     }
     println!("  palisade / bare       {:.2}x", b / a);
     println!("  palisade / tower-http {:.2}x", b / c);
+    let added = single_p99(Stack::Palisade) - single_p99(Stack::Bare);
+    println!("  palisade p99 added, 1 connection: {added:.0} µs");
     println!("  elapsed {:.0} s", started.elapsed().as_secs_f64());
     println!(
         "{}",
@@ -317,6 +344,10 @@ fn main() {
             "palisade_p50_us": p50(Stack::Palisade),
             "palisade_p99_us": p99(Stack::Palisade),
             "towerhttp_p99_us": p99(Stack::TowerHttp),
+            "bare_p99_1conn_us": single_p99(Stack::Bare),
+            "palisade_p99_1conn_us": single_p99(Stack::Palisade),
+            "towerhttp_p99_1conn_us": single_p99(Stack::TowerHttp),
+            "palisade_added_p99_1conn_us": added,
             "rounds": o.rounds,
             "connections": o.connections,
             "seconds": o.seconds,

@@ -543,9 +543,8 @@ impl Config {
             if let Some(name) = name {
                 let ours = self.template.contains_key(&name)
                     || self.csp.as_ref().is_some_and(|c| c.name == name);
-                current = if name == header::SERVER || name == X_POWERED_BY {
-                    None
-                } else if ours && self.overwrite {
+                let dropped = name == header::SERVER || name == X_POWERED_BY;
+                current = if dropped || (ours && self.overwrite) {
                     None
                 } else {
                     if ours {

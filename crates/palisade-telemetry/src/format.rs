@@ -221,14 +221,14 @@ impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
     }
 }
 
-struct Fields<'a, 'w> {
-    writer: &'a mut Writer<'w>,
+struct Fields<'a> {
+    writer: &'a mut String,
     format: &'a JsonFormat,
     result: fmt::Result,
     has_request_id: bool,
 }
 
-impl Fields<'_, '_> {
+impl Fields<'_> {
     fn key(&mut self, field: &Field) -> bool {
         if self.result.is_err() {
             return false;
@@ -275,7 +275,7 @@ fn is_special(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.key(field) {
             self.text(value);
@@ -383,7 +383,7 @@ thread_local! {
 
 /// Writes the current time as RFC 3339 UTC with microseconds. The date part
 /// is computed once per second per thread.
-fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+fn write_timestamp(writer: &mut String) -> fmt::Result {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -408,7 +408,7 @@ fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
     writer.write_str(std::str::from_utf8(&micros).unwrap_or(".000000Z"))
 }
 
-fn write_request_id(writer: &mut Writer<'_>, id: &str) -> fmt::Result {
+fn write_request_id(writer: &mut String, id: &str) -> fmt::Result {
     writer.write_str(",\"request_id\":\"")?;
     escape(writer, id)?;
     writer.write_char('"')
@@ -425,9 +425,42 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // The line is built in a reused buffer of this thread, where every
+        // small write is an inlined copy, and handed over in one write. A
+        // field whose `Debug` logs re-enters here: that line gets a buffer
+        // of its own.
+        LINE.with(|cell| {
+            if let Ok(mut line) = cell.try_borrow_mut() {
+                line.clear();
+                self.write_line(ctx, &mut line, event)?;
+                writer.write_str(&line)
+            } else {
+                let mut line = String::new();
+                self.write_line(ctx, &mut line, event)?;
+                writer.write_str(&line)
+            }
+        })
+    }
+}
+
+thread_local! {
+    static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
+}
+
+impl JsonFormat {
+    fn write_line<S, N>(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        writer: &mut String,
+        event: &Event<'_>,
+    ) -> fmt::Result
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
         let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer)?;
+        write_timestamp(writer)?;
         writer.write_str(match *meta.level() {
             Level::ERROR => "\",\"level\":\"ERROR\",\"target\":\"",
             Level::WARN => "\",\"level\":\"WARN\",\"target\":\"",
@@ -435,10 +468,10 @@ where
             Level::DEBUG => "\",\"level\":\"DEBUG\",\"target\":\"",
             Level::TRACE => "\",\"level\":\"TRACE\",\"target\":\"",
         })?;
-        escape(&mut writer, meta.target())?;
+        escape(writer, meta.target())?;
         writer.write_char('"')?;
         let mut fields = Fields {
-            writer: &mut writer,
+            writer,
             format: self,
             result: Ok(()),
             has_request_id: false,
@@ -447,13 +480,13 @@ where
         fields.result?;
         if !fields.has_request_id {
             // The task's request first (no span needed), else a span's field.
-            match crate::request_id::with_current_id(|id| write_request_id(&mut writer, id)) {
+            match crate::request_id::with_current_id(|id| write_request_id(writer, id)) {
                 Some(result) => result?,
                 None => {
                     if let Some(scope) = ctx.event_scope() {
                         for span in scope {
                             if let Some(r) = span.extensions().get::<SpanRequestId>() {
-                                write_request_id(&mut writer, &r.0)?;
+                                write_request_id(writer, &r.0)?;
                                 break;
                             }
                         }
