@@ -34,15 +34,7 @@ fn stack(c: &mut Criterion) {
     // The same stack with the JSON log format active (access line formatted,
     // written to a sink): the cost of one access line per request.
     {
-        use tracing_subscriber::prelude::*;
-        let subscriber = tracing_subscriber::registry()
-            .with(palisade::telemetry::RequestIdRecorder)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .event_format(palisade::telemetry::JsonFormat::default())
-                    .with_writer(std::io::sink),
-            );
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let _guard = tracing::subscriber::set_default(palisade_bench::json_to_sink());
         let app: axum::Router = secured().with_state(());
         group.bench_function(
             BenchmarkId::from_parameter("palisade_stack_json_log"),

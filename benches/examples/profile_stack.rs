@@ -14,7 +14,6 @@
 
 use palisade_bench::{bare, get_request, secured};
 use tower::ServiceExt;
-use tracing_subscriber::prelude::*;
 
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_default();
@@ -26,15 +25,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::filter::LevelFilter::INFO)
-        .with(palisade::telemetry::RequestIdRecorder)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .event_format(palisade::telemetry::JsonFormat::default())
-                .with_writer(std::io::sink),
-        );
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(palisade_bench::json_to_sink());
     let app: axum::Router = if which == "bare" { bare() } else { secured() }.with_state(());
     let start = std::time::Instant::now();
     rt.block_on(async {

@@ -134,3 +134,17 @@ pub fn post_request(size: usize) -> Request<Body> {
         .insert(PeerAddr(([127, 0, 0, 1], 40_000).into()));
     req
 }
+
+/// A subscriber with palisade's JSON format writing every line to a sink:
+/// the access line is formatted in full and thrown away.
+pub fn json_to_sink() -> impl tracing::Subscriber + Send + Sync {
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(palisade::telemetry::RequestIdRecorder)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .event_format(palisade::telemetry::JsonFormat::default())
+                .with_writer(std::io::sink),
+        )
+}

@@ -67,12 +67,13 @@ fn login(addr: SocketAddr, email: &str, password: &str) -> (u16, Duration) {
     (status, start.elapsed())
 }
 
-fn start_server(dir: &std::path::Path) -> SocketAddr {
-    let settings = Settings::from_vars([
-        ("APP_DATA_DIR", dir.display().to_string()),
-        ("APP_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
-    ])
-    .unwrap_or_else(|e| panic!("{e}"));
+/// Serves the router `app` builds, on a 2-worker runtime in a thread of its
+/// own; returns the address.
+fn serve<F, Fut>(app: F) -> SocketAddr
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = axum::Router>,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -81,12 +82,7 @@ fn start_server(dir: &std::path::Path) -> SocketAddr {
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         rt.block_on(async move {
-            let db = open_database(&settings)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let store = open_store(&settings).unwrap_or_else(|e| panic!("{e}"));
-            let state = AppState::new(&db, store, &settings).unwrap_or_else(|e| panic!("{e}"));
-            let app = router(state, &settings).unwrap_or_else(|e| panic!("{e}"));
+            let app = app().await;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -101,42 +97,44 @@ fn start_server(dir: &std::path::Path) -> SocketAddr {
     rx.recv().unwrap_or_else(|e| panic!("{e}"))
 }
 
+fn start_server(dir: &std::path::Path) -> SocketAddr {
+    let settings = Settings::from_vars([
+        ("APP_DATA_DIR", dir.display().to_string()),
+        ("APP_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    serve(move || async move {
+        let db = open_database(&settings)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store = open_store(&settings).unwrap_or_else(|e| panic!("{e}"));
+        let state = AppState::new(&db, store, &settings).unwrap_or_else(|e| panic!("{e}"));
+        router(state, &settings).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
 /// The control for the flood: a bare axum server on the same kind of
 /// runtime whose `/auth/login` reads the body and answers 503 at once (no
 /// palisade, no hashing, no database). Under the same flood, its `/health`
 /// p99 is what the host and the generator allow any server.
 fn start_control_server() -> SocketAddr {
     use axum::routing::{get, post};
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async move {
-            let app = axum::Router::new()
-                .route(
-                    "/health",
-                    get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-                )
-                .route(
-                    "/auth/login",
-                    post(|_body: String| async {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            [("retry-after", "1")],
-                        )
-                    }),
-                );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let _ = tx.send(listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
-            let _ = axum::serve(listener, app).await;
-        });
-    });
-    rx.recv().unwrap_or_else(|e| panic!("{e}"))
+    serve(|| async {
+        axum::Router::new()
+            .route(
+                "/health",
+                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            )
+            .route(
+                "/auth/login",
+                post(|_body: String| async {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        [("retry-after", "1")],
+                    )
+                }),
+            )
+    })
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

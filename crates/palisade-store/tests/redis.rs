@@ -41,6 +41,14 @@ fn keys(server: &RedisServer) -> Vec<String> {
     }
 }
 
+/// `INFO commandstats`: the calls per command since the last `CONFIG RESETSTAT`.
+fn commandstats(server: &RedisServer) -> String {
+    let Reply::Bulk(stats) = server.command(&["INFO", "commandstats"]).unwrap() else {
+        panic!("INFO did not answer a bulk string");
+    };
+    String::from_utf8(stats).unwrap()
+}
+
 fn int(reply: &Reply) -> i64 {
     match reply {
         Reply::Integer(n) => *n,
@@ -267,10 +275,7 @@ async fn stamps_decide_on_redis_as_in_memory_in_one_round_trip() {
             .any_marked("auth", &probes, FailPolicy::FailClosed)
             .await
             .unwrap();
-        let Reply::Bulk(stats) = server.command(&["INFO", "commandstats"]).unwrap() else {
-            panic!("INFO did not answer a bulk string");
-        };
-        let stats = String::from_utf8(stats).unwrap();
+        let stats = commandstats(&server);
         assert!(stats.contains("cmdstat_mget:calls=1,"), "{stats}");
         let in_memory = memory
             .any_marked("auth", &probes, FailPolicy::FailClosed)
@@ -354,10 +359,7 @@ async fn one_round_trip_per_decision_and_noscript_is_handled() {
             .await
             .unwrap();
     }
-    let Reply::Bulk(stats) = server.command(&["INFO", "commandstats"]).unwrap() else {
-        panic!("INFO did not answer a bulk string");
-    };
-    let stats = String::from_utf8(stats).unwrap();
+    let stats = commandstats(&server);
     let calls: Vec<(&str, u64)> = stats
         .lines()
         .filter_map(|l| l.strip_prefix("cmdstat_"))
