@@ -148,3 +148,16 @@ pub fn json_to_sink() -> impl tracing::Subscriber + Send + Sync {
                 .with_writer(std::io::sink),
         )
 }
+
+/// Pins the calling thread to `cpu`, as `taskset` would: threads it spawns
+/// afterwards (log writers, blocking pools) inherit the mask. Returns false,
+/// changing nothing, when the CPU is not online or the call is refused.
+pub fn pin_to_cpu(cpu: usize) -> bool {
+    use rustix::thread::{CpuSet, sched_setaffinity};
+    if cpu >= CpuSet::MAX_CPU {
+        return false;
+    }
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    sched_setaffinity(None, &set).is_ok()
+}

@@ -6,9 +6,13 @@
 //! cargo run --release -p palisade-bench --bin load -- --rounds 5 --seconds 5 --connections 64
 //! ```
 //!
-//! The server runs on one thread (a current-thread tokio runtime), the load
-//! generator on another: N keep-alive HTTP/1.1 connections sending `GET
-//! /health` back to back for a fixed time, every latency in an HDR histogram.
+//! The server runs on one thread (a current-thread tokio runtime) pinned to
+//! CPU 0 together with the log writer threads it starts, the load generator
+//! on another thread pinned to CPU 1 (as `taskset` for the server and a
+//! generator on the other core would; `--no-pin` leaves placement to the
+//! scheduler, where a log writer can borrow the generator's core): N
+//! keep-alive HTTP/1.1 connections sending `GET /health` back to back for a
+//! fixed time, every latency in an HDR histogram.
 //! Stacks that log write one JSON line per request to a file through a
 //! non-blocking writer (palisade: its own format with a top-level
 //! `request_id`; tower-http: `TraceLayer` with tracing-subscriber's JSON
@@ -57,6 +61,8 @@ struct Options {
     seconds: u64,
     connections: usize,
     only: Option<Stack>,
+    /// Server (with its log writer threads) on CPU 0, load generator on CPU 1.
+    pin: bool,
 }
 
 fn options() -> Options {
@@ -65,8 +71,13 @@ fn options() -> Options {
         seconds: 4,
         connections: 32,
         only: None,
+        pin: true,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--no-pin") {
+        args.remove(at);
+        o.pin = false;
+    }
     for pair in args.chunks(2) {
         let value = pair
             .get(1)
@@ -85,7 +96,7 @@ fn options() -> Options {
             Some("--connections") => o.connections = usize::try_from(value).unwrap_or(32),
             _ => {
                 eprintln!(
-                    "usage: load [--rounds N] [--seconds S] [--connections C] [--only bare|palisade|tower-http]"
+                    "usage: load [--rounds N] [--seconds S] [--connections C] [--only bare|palisade|tower-http] [--no-pin]"
                 );
                 std::process::exit(64);
             }
@@ -99,10 +110,16 @@ fn serve(
     stack: Stack,
     log_dir: &std::path::Path,
     stop: Arc<AtomicBool>,
+    pin: bool,
 ) -> (SocketAddr, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let log_path = log_dir.join(format!("{stack:?}.log"));
     let handle = std::thread::spawn(move || {
+        // Before the log writers start: they share the server's CPU, as
+        // they would under `taskset -c 0 server`.
+        if pin {
+            palisade_bench::pin_to_cpu(0);
+        }
         let file = std::fs::File::create(&log_path).expect("log file");
         // palisade: the writer palisade_telemetry::init uses; tower-http: the
         // usual tracing_appender::non_blocking(file).
@@ -238,7 +255,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[allow(clippy::cast_precision_loss)] // request counts and microseconds are far below 2^52
 fn main() {
-    let o = options();
+    let mut o = options();
+    // The generator (this thread) on the other CPU.
+    o.pin = o.pin && palisade_bench::pin_to_cpu(1);
     let log_dir = tempfile::tempdir().expect("temp dir");
     let keep = std::env::var_os("KEEP_LOGS").map(std::path::PathBuf::from);
     let mut samples: Vec<(Stack, Sample)> = Vec::new();
@@ -249,7 +268,7 @@ fn main() {
             .filter(|s| o.only.is_none_or(|only| only == *s))
         {
             let stop = Arc::new(AtomicBool::new(false));
-            let (addr, server) = serve(stack, log_dir.path(), stop.clone());
+            let (addr, server) = serve(stack, log_dir.path(), stop.clone(), o.pin);
             let _ = load(addr, o.connections, Duration::from_millis(500)); // warm-up
             let seconds = Duration::from_secs(o.seconds);
             let (done, hist) = load(addr, o.connections, seconds);
@@ -304,8 +323,15 @@ fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
     let single_p50 = |s| stat(s, |x| x.single_p50_us as f64);
     let single_p99 = |s| stat(s, |x| x.single_p99_us as f64);
     println!(
-        "\nmedian of {} rounds, {} connections, {} s each:",
-        o.rounds, o.connections, o.seconds
+        "\nmedian of {} rounds, {} connections, {} s each, {}:",
+        o.rounds,
+        o.connections,
+        o.seconds,
+        if o.pin {
+            "server on CPU 0, generator on CPU 1"
+        } else {
+            "threads not pinned"
+        }
     );
     for stack in Stack::ALL {
         println!(
@@ -351,6 +377,7 @@ fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
             "rounds": o.rounds,
             "connections": o.connections,
             "seconds": o.seconds,
+            "pinned": o.pin,
         })
     );
 }
