@@ -488,6 +488,10 @@ struct CspHeader {
     nonce: bool,
 }
 
+/// How many headers of its own a response can bring before merging them
+/// into a clone of the template has to grow its index.
+const RESPONSE_HEADERS_ROOM: usize = 16;
+
 #[derive(Debug)]
 struct Config {
     /// Every header the layer sets that is the same on every response (the
@@ -499,7 +503,9 @@ struct Config {
 
 impl Config {
     fn new(fixed: Vec<(HeaderName, HeaderValue)>, csp: Option<CspHeader>, overwrite: bool) -> Self {
-        let mut template = HeaderMap::with_capacity(fixed.len() + 1);
+        // Room for the response's own headers: a clone keeps the index
+        // size, so merging them never rehashes the clone.
+        let mut template = HeaderMap::with_capacity(fixed.len() + 1 + RESPONSE_HEADERS_ROOM);
         template.extend(fixed);
         if let Some(CspHeader {
             name,

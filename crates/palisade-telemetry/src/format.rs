@@ -118,6 +118,9 @@ where
 #[derive(Debug, Clone)]
 pub struct JsonFormat {
     redacted: Arc<[String]>,
+    /// One bit per [`signature`] of a redacted name: most fields are not
+    /// redacted, and a clear bit says so without comparing any name.
+    signatures: u128,
 }
 
 impl Default for JsonFormat {
@@ -130,6 +133,31 @@ fn normalise(name: &str) -> String {
     name.to_ascii_lowercase().replace('-', "_")
 }
 
+/// A byte as [`normalise`] maps it.
+fn normalise_byte(b: u8) -> u8 {
+    if b == b'-' {
+        b'_'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// A bit that depends on the length and the first and last bytes of a
+/// name, normalised: names that differ there never share a bit by accident
+/// more often than one in 128.
+fn signature(name: &str) -> u128 {
+    let bytes = name.as_bytes();
+    let (first, last) = match (bytes.first(), bytes.last()) {
+        (Some(&f), Some(&l)) => (normalise_byte(f), normalise_byte(l)),
+        _ => (0, 0),
+    };
+    let mixed = (bytes.len() as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(u64::from(first) << 8 | u64::from(last))
+        .wrapping_mul(0xff51_afd7_ed55_8ccd);
+    1u128 << (mixed >> 57)
+}
+
 impl JsonFormat {
     /// A format that redacts exactly these field names.
     pub fn with_redacted_fields<I, S>(names: I) -> Self
@@ -137,12 +165,18 @@ impl JsonFormat {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        let redacted: Arc<[String]> = names.into_iter().map(|n| normalise(n.as_ref())).collect();
+        let signatures = redacted.iter().fold(0, |bits, n| bits | signature(n));
         Self {
-            redacted: names.into_iter().map(|n| normalise(n.as_ref())).collect(),
+            redacted,
+            signatures,
         }
     }
 
     fn is_redacted(&self, name: &str) -> bool {
+        if self.signatures & signature(name) == 0 {
+            return false;
+        }
         // Field names are ASCII identifiers; compare without allocating.
         self.redacted.iter().any(|r| {
             r.len() == name.len()

@@ -55,6 +55,52 @@ fn secret_fields_are_redacted() {
     assert_eq!(buf.json_lines().unwrap()[0]["authorization"], "[REDACTED]");
 }
 
+#[test]
+fn every_default_name_is_redacted_in_any_spelling() {
+    let format = JsonFormat::default();
+    for name in DEFAULT_REDACTED_FIELDS {
+        let upper = name.to_ascii_uppercase();
+        let dashed = name.replace('_', "-");
+        for spelling in [*name, upper.as_str(), dashed.as_str()] {
+            assert!(format.is_redacted(spelling), "{spelling}");
+        }
+    }
+    for name in [
+        "method",
+        "route",
+        "status",
+        "latency_ms",
+        "client_ip",
+        "request_id",
+        "keys",
+        "secrets",
+        "",
+    ] {
+        assert!(!format.is_redacted(name), "{name}");
+    }
+}
+
+proptest::proptest! {
+    /// The signature prefilter never hides a redacted name: the answer is
+    /// always the one a plain comparison with every listed name gives.
+    #[test]
+    fn prefilter_agrees_with_comparing_every_name(
+        listed in proptest::collection::vec("[a-zA-Z_-]{0,12}", 0..20),
+        probe in "[a-zA-Z_-]{0,12}",
+        pick in proptest::prelude::any::<proptest::sample::Index>(),
+    ) {
+        let format = JsonFormat::with_redacted_fields(&listed);
+        // Half the probes are a listed name in another spelling.
+        let probe = if listed.is_empty() || probe.len() % 2 == 0 {
+            probe
+        } else {
+            pick.get(&listed).to_ascii_uppercase().replace('_', "-")
+        };
+        let expected = listed.iter().any(|n| normalise(n) == normalise(&probe));
+        proptest::prop_assert_eq!(format.is_redacted(&probe), expected, "{:?} in {:?}", probe, listed);
+    }
+}
+
 proptest::proptest! {
     /// The word-at-a-time scan finds every byte to escape wherever it sits
     /// in an 8-byte word, next to multi-byte characters too.
