@@ -32,7 +32,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
@@ -58,7 +57,7 @@ pub struct BodyTooLarge;
 
 /// The limit in force for a request, shared between nested layers.
 #[derive(Debug, Clone)]
-struct LimitHandle(Arc<AtomicU64>);
+struct LimitHandle(Trip<AtomicU64>);
 
 /// Limits request bodies to a number of bytes. See the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +117,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if let Some(handle) = req.extensions().get::<LimitHandle>() {
             // An outer layer already guards this body: override its limit.
-            handle.0.store(self.limit, Ordering::Release);
+            handle.0.state().store(self.limit, Ordering::Release);
             let req = req.map(LimitedBody::passthrough);
             return BodyLimitFuture {
                 future: self.inner.call(req),
@@ -126,15 +125,14 @@ where
                 request_id: None,
             };
         }
-        let trip = Trip::default();
-        let handle = LimitHandle(Arc::new(AtomicU64::new(self.limit)));
+        let handle = LimitHandle(Trip::new(AtomicU64::new(self.limit)));
         let request_id = req.extensions().get::<RequestId>().cloned();
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(handle.clone());
-        let body = LimitedBody::guarded(body, handle, trip.clone());
+        let body = LimitedBody::guarded(body, handle.clone());
         BodyLimitFuture {
             future: self.inner.call(Request::from_parts(parts, body)),
-            trip: Some(trip),
+            trip: Some(handle.0),
             request_id,
         }
     }
@@ -145,7 +143,7 @@ pin_project! {
     pub struct BodyLimitFuture<F> {
         #[pin]
         future: F,
-        trip: Option<Trip>,
+        trip: Option<Trip<AtomicU64>>,
         request_id: Option<RequestId>,
     }
 }
@@ -182,18 +180,16 @@ pin_project! {
 #[derive(Debug)]
 struct Guard {
     handle: LimitHandle,
-    trip: Trip,
     read: u64,
     checked_length: bool,
 }
 
 impl<B> LimitedBody<B> {
-    fn guarded(inner: B, handle: LimitHandle, trip: Trip) -> Self {
+    fn guarded(inner: B, handle: LimitHandle) -> Self {
         Self {
             inner,
             guard: Some(Guard {
                 handle,
-                trip,
                 read: 0,
                 checked_length: false,
             }),
@@ -221,15 +217,15 @@ where
         let Some(guard) = this.guard else {
             return this.inner.poll_frame(cx).map_err(Into::into);
         };
-        if guard.trip.is_tripped() {
+        if guard.handle.0.is_tripped() {
             return Poll::Ready(Some(Err(BodyTooLarge.into())));
         }
-        let limit = guard.handle.0.load(Ordering::Acquire);
+        let limit = guard.handle.0.state().load(Ordering::Acquire);
         // Refuse a declared length over the limit before reading anything.
         if !guard.checked_length {
             guard.checked_length = true;
             if this.inner.size_hint().lower() > limit {
-                guard.trip.trip();
+                guard.handle.0.trip();
                 return Poll::Ready(Some(Err(BodyTooLarge.into())));
             }
         }
@@ -239,7 +235,7 @@ where
         {
             guard.read = guard.read.saturating_add(data.len() as u64);
             if guard.read > limit {
-                guard.trip.trip();
+                guard.handle.0.trip();
                 return Poll::Ready(Some(Err(BodyTooLarge.into())));
             }
         }

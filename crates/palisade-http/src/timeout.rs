@@ -65,7 +65,7 @@ pub struct BodyTimedOut;
 
 /// The deadlines of a request, in its extensions.
 #[derive(Debug, Clone)]
-pub struct RequestDeadline(Arc<Deadlines>);
+pub struct RequestDeadline(Trip<Deadlines>);
 
 #[derive(Debug)]
 struct Deadlines {
@@ -82,7 +82,7 @@ fn nanos(d: Duration) -> u64 {
 
 impl RequestDeadline {
     fn new(total: Duration, body: Option<Duration>) -> Self {
-        Self(Arc::new(Deadlines {
+        Self(Trip::new(Deadlines {
             start: Instant::now(),
             total: AtomicU64::new(nanos(total)),
             body: AtomicU64::new(body.map_or(NO_DEADLINE, nanos)),
@@ -90,20 +90,21 @@ impl RequestDeadline {
     }
 
     fn set(&self, total: Duration, body: Option<Duration>) {
-        self.0.total.store(nanos(total), Ordering::Release);
+        self.0.state().total.store(nanos(total), Ordering::Release);
         self.0
+            .state()
             .body
             .store(body.map_or(NO_DEADLINE, nanos), Ordering::Release);
     }
 
     fn total_at(&self) -> Instant {
-        self.0.start + Duration::from_nanos(self.0.total.load(Ordering::Acquire))
+        self.0.state().start + Duration::from_nanos(self.0.state().total.load(Ordering::Acquire))
     }
 
     fn body_at(&self) -> Option<Instant> {
-        match self.0.body.load(Ordering::Acquire) {
+        match self.0.state().body.load(Ordering::Acquire) {
             NO_DEADLINE => None,
-            n => Some(self.0.start + Duration::from_nanos(n)),
+            n => Some(self.0.state().start + Duration::from_nanos(n)),
         }
     }
 
@@ -249,17 +250,15 @@ where
             };
         }
         let deadline = RequestDeadline::new(config.total, config.body);
-        let trip = Trip::default();
         let request_id = req.extensions().get::<RequestId>().cloned();
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(deadline.clone());
-        let body = DeadlineBody::guarded(body, deadline.clone(), trip.clone());
+        let body = DeadlineBody::guarded(body, deadline.clone());
         TimeoutFuture {
             future: self.inner.call(Request::from_parts(parts, body)),
             sleep: Some(tokio::time::sleep_until(deadline.total_at())),
             state: Some(State {
                 deadline,
-                trip,
                 request_id,
                 config: config.clone(),
             }),
@@ -270,7 +269,6 @@ where
 #[derive(Debug)]
 struct State {
     deadline: RequestDeadline,
-    trip: Trip,
     request_id: Option<RequestId>,
     config: Arc<Timeout>,
 }
@@ -302,7 +300,7 @@ where
         let mut this = self.project();
         if let Poll::Ready(result) = this.future.poll(cx) {
             let response = result?;
-            if let Some(state) = this.state.as_ref().filter(|s| s.trip.is_tripped()) {
+            if let Some(state) = this.state.as_ref().filter(|s| s.deadline.0.is_tripped()) {
                 tracing::info!(reason = "body_timeout", "request rejected");
                 let problem = state
                     .problem(ProblemType::BODY_TIMEOUT)
@@ -323,7 +321,7 @@ where
             sleep.as_mut().reset(at);
         }
         std::task::ready!(sleep.poll(cx));
-        let total = Duration::from_nanos(state.deadline.0.total.load(Ordering::Acquire));
+        let total = Duration::from_nanos(state.deadline.0.state().total.load(Ordering::Acquire));
         tracing::warn!(
             reason = "timeout",
             timeout_ms = u64::try_from(total.as_millis()).unwrap_or(u64::MAX),
@@ -354,15 +352,14 @@ pin_project! {
 #[derive(Debug)]
 struct BodyGuard {
     deadline: RequestDeadline,
-    trip: Trip,
 }
 
 impl<B> DeadlineBody<B> {
-    fn guarded(inner: B, deadline: RequestDeadline, trip: Trip) -> Self {
+    fn guarded(inner: B, deadline: RequestDeadline) -> Self {
         Self {
             inner,
             sleep: None,
-            guard: Some(BodyGuard { deadline, trip }),
+            guard: Some(BodyGuard { deadline }),
         }
     }
 
@@ -409,7 +406,7 @@ where
             sleep.as_mut().reset(at);
         }
         std::task::ready!(sleep.poll(cx));
-        guard.trip.trip();
+        guard.deadline.0.trip();
         Poll::Ready(Some(Err(BodyTimedOut.into())))
     }
 

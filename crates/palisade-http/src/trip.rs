@@ -10,16 +10,41 @@ use http::header::{CONNECTION, HeaderValue};
 use palisade_core::ProblemDetails;
 use palisade_core::body::ResponseBody;
 
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Trip(Arc<AtomicBool>);
+/// The flag, shared with the `state` the guard reads (a limit, deadlines):
+/// one allocation per request for both.
+#[derive(Debug)]
+pub(crate) struct Trip<T>(Arc<Shared<T>>);
 
-impl Trip {
+#[derive(Debug)]
+struct Shared<T> {
+    state: T,
+    tripped: AtomicBool,
+}
+
+impl<T> Clone for Trip<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Trip<T> {
+    pub(crate) fn new(state: T) -> Self {
+        Self(Arc::new(Shared {
+            state,
+            tripped: AtomicBool::new(false),
+        }))
+    }
+
+    pub(crate) fn state(&self) -> &T {
+        &self.0.state
+    }
+
     pub(crate) fn trip(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.tripped.store(true, Ordering::Release);
     }
 
     pub(crate) fn is_tripped(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.tripped.load(Ordering::Acquire)
     }
 }
 

@@ -2,6 +2,7 @@ use super::*;
 use axum::Router;
 use axum::body::Body as AxumBody;
 use axum::routing::post;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use tower::ServiceExt;
 
