@@ -12,7 +12,7 @@
 //!
 //! The id is in the request's extensions (handlers take it as an extractor),
 //! in a tracing span around the request (so [`JsonFormat`](crate::JsonFormat)
-//! writes it on every line), in a task-local [`current`] for outbound calls and
+//! writes it on every line), in a request-scoped [`current`] for outbound calls and
 //! [`spawn`]ed tasks, and in the `X-Request-Id` response header — also on
 //! answers that inner layers produce (413, 429, 503, panics), because this
 //! layer sits outside them.
@@ -41,8 +41,10 @@
 //! # });
 //! ```
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{HeaderName, HeaderValue};
@@ -91,18 +93,78 @@ impl std::fmt::Display for TraceId {
     }
 }
 
-tokio::task_local! {
-    static CURRENT: std::sync::Arc<RequestContext>;
+thread_local! {
+    /// The context of the request whose code this thread is running: set
+    /// around the inner service's `call` and each `poll` of its future (and
+    /// of tasks started with [`spawn`]), restored afterwards, so it follows
+    /// the request as a task-local would, without moving the future through
+    /// a closure's return value on every poll.
+    static CURRENT: Cell<Option<Arc<RequestContext>>> = const { Cell::new(None) };
+}
+
+/// Sets the current context until dropped, then restores the previous one
+/// (also when the code inside panics).
+struct Entered {
+    previous: Option<Arc<RequestContext>>,
+}
+
+fn enter(context: &Arc<RequestContext>) -> Entered {
+    let previous = CURRENT
+        .try_with(|c| c.replace(Some(Arc::clone(context))))
+        .ok()
+        .flatten();
+    Entered { previous }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        let _ = CURRENT.try_with(|c| c.set(previous));
+    }
+}
+
+/// Runs `f` with the current context, if any, without cloning it.
+fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| {
+            // Take it out for the duration of `f` (a `Cell` lends no
+            // reference) and put it back.
+            let context = c.take();
+            let result = context.as_deref().map(f);
+            c.set(context);
+            result
+        })
+        .ok()
+        .flatten()
 }
 
 /// The context of the request being served by this task, if any.
 pub fn current() -> Option<RequestContext> {
-    CURRENT.try_with(|c| RequestContext::clone(c)).ok()
+    with_current(RequestContext::clone)
 }
 
 /// Runs `f` with the current request id, without copying it (for log formatters).
 pub(crate) fn with_current_id<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
-    CURRENT.try_with(|c| f(c.id.as_str())).ok()
+    with_current(|c| f(c.id.as_str()))
+}
+
+pin_project! {
+    /// A spawned task's future, polled with its request's context.
+    struct Scoped<F> {
+        #[pin]
+        future: F,
+        context: Arc<RequestContext>,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = enter(this.context);
+        this.future.poll(cx)
+    }
 }
 
 /// Spawns `future` on the tokio runtime carrying the current request's
@@ -114,9 +176,17 @@ where
 {
     use tracing::Instrument as _;
     let future = future.instrument(Span::current());
-    match CURRENT.try_with(std::sync::Arc::clone) {
-        Ok(context) => tokio::spawn(CURRENT.scope(context, future)),
-        Err(_) => tokio::spawn(future),
+    let context = CURRENT
+        .try_with(|c| {
+            let context = c.take();
+            c.set(context.clone());
+            context
+        })
+        .ok()
+        .flatten();
+    match context {
+        Some(context) => tokio::spawn(Scoped { future, context }),
+        None => tokio::spawn(future),
     }
 }
 
@@ -254,7 +324,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let context = std::sync::Arc::new(resolve(req.headers(), self.trust_incoming));
+        let context = Arc::new(resolve(req.headers(), self.trust_incoming));
         req.extensions_mut().insert(context.id.clone());
         // ERROR level: the span exists whatever the filter, so even WARN and
         // ERROR lines of a request carry its id.
@@ -264,10 +334,9 @@ where
             Span::none()
         };
         let header = HeaderValue::from_str(context.id.as_str()).ok();
-        let future = {
-            let _entered = span.enter();
-            CURRENT.sync_scope(context.clone(), || self.inner.call(req))
-        };
+        let entered = (span.enter(), enter(&context));
+        let future = self.inner.call(req);
+        drop(entered);
         RequestIdFuture {
             future,
             span,
@@ -283,7 +352,7 @@ pin_project! {
         #[pin]
         future: F,
         span: Span,
-        context: std::sync::Arc<RequestContext>,
+        context: Arc<RequestContext>,
         header: Option<HeaderValue>,
     }
 }
@@ -296,9 +365,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
-        let future = this.future;
-        let result = CURRENT.sync_scope(this.context.clone(), || future.poll(cx));
+        let entered = (this.span.enter(), enter(this.context));
+        let result = this.future.poll(cx);
+        drop(entered);
         let mut response = std::task::ready!(result)?;
         if let Some(value) = this.header.take() {
             response.headers_mut().insert(X_REQUEST_ID, value);

@@ -140,19 +140,75 @@ async fn outbound_layer_keeps_explicit_headers() {
         id: RequestId::parse("outer").unwrap(),
         trace_id: trace,
     };
-    let sent = CURRENT
-        .scope(std::sync::Arc::new(context), async {
-            let req = Request::builder()
-                .header("x-request-id", "explicit")
-                .body(())
-                .unwrap();
-            client.oneshot(req).await.unwrap()
-        })
-        .await;
+    let req = Request::builder()
+        .header("x-request-id", "explicit")
+        .body(())
+        .unwrap();
+    let sent = Scoped {
+        future: client.oneshot(req),
+        context: Arc::new(context),
+    }
+    .await
+    .unwrap();
     assert_eq!(sent[X_REQUEST_ID], "explicit");
     let tp = sent[TRACEPARENT].to_str().unwrap();
     assert_eq!(
         parse_traceparent(tp.as_bytes()),
         Some("4bf92f3577b34da6a3ce929d0e0e4736")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_context_follows_the_request_and_never_leaks_to_other_code() {
+    let svc = ServiceBuilder::new()
+        .layer(RequestIdLayer::new())
+        .service_fn(|req: Request<()>| async move {
+            let id = req.extensions().get::<RequestId>().unwrap().clone();
+            // Across awaits, whichever worker thread resumes the future.
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+                assert_eq!(current().map(|c| c.id).as_ref(), Some(&id));
+            }
+            Ok::<_, Infallible>(Response::new(()))
+        });
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let req = Request::builder()
+                    .header("x-request-id", format!("req-{i}"))
+                    .body(())
+                    .unwrap();
+                let res = svc.oneshot(req).await.unwrap();
+                assert_eq!(res.headers()[X_REQUEST_ID], format!("req-{i}").as_str());
+                // Code of the same task after the request sees no context.
+                assert!(current().is_none());
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[test]
+fn a_panic_inside_the_request_restores_the_previous_context() {
+    let outer = Arc::new(RequestContext {
+        id: RequestId::parse("outer").unwrap(),
+        trace_id: TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+    });
+    let inner = Arc::new(RequestContext {
+        id: RequestId::parse("inner").unwrap(),
+        trace_id: TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4737").unwrap(),
+    });
+    let outer_scope = enter(&outer);
+    let caught = std::panic::catch_unwind(|| {
+        let _inner = enter(&inner);
+        assert_eq!(current().unwrap().id.as_str(), "inner");
+        panic!("handler bug");
+    });
+    assert!(caught.is_err());
+    assert_eq!(current().unwrap().id.as_str(), "outer");
+    drop(outer_scope);
+    assert!(current().is_none());
 }
