@@ -42,7 +42,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use base64::Engine as _;
@@ -488,6 +489,39 @@ struct CspHeader {
     nonce: bool,
 }
 
+/// `text`, leaked once per process: later layers with the same
+/// configuration reuse it, so the memory is bounded by the configuration,
+/// never by traffic.
+fn intern(text: &str) -> &'static str {
+    static SEEN: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = seen.get(text) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    seen.insert(leaked);
+    leaked
+}
+
+/// The same header with `'static` bytes. A name or value built at run time
+/// is reference-counted: cloning it onto every response and dropping it
+/// after costs two atomic operations; a static one costs none.
+fn interned(name: HeaderName, value: &HeaderValue) -> (HeaderName, HeaderValue) {
+    // A parsed name is lowercase and valid: `from_static` accepts it.
+    let name = HeaderName::from_static(intern(name.as_str()));
+    // Only visible ASCII converts (and `from_static` accepts it); anything
+    // else stays as it was.
+    let value = match value.to_str() {
+        Ok(text) => {
+            let mut out = HeaderValue::from_static(intern(text));
+            out.set_sensitive(value.is_sensitive());
+            out
+        }
+        Err(_) => value.clone(),
+    };
+    (name, value)
+}
+
 /// How many headers of its own a response can bring before merging them
 /// into a clone of the template has to grow its index.
 const RESPONSE_HEADERS_ROOM: usize = 16;
@@ -503,6 +537,17 @@ struct Config {
 
 impl Config {
     fn new(fixed: Vec<(HeaderName, HeaderValue)>, csp: Option<CspHeader>, overwrite: bool) -> Self {
+        let fixed = fixed.into_iter().map(|(n, v)| interned(n, &v));
+        let csp = csp.map(|c| {
+            let (name, value) = match c.value {
+                CompiledCsp::Static(v) => {
+                    let (name, value) = interned(c.name, &v);
+                    (name, CompiledCsp::Static(value))
+                }
+                nonce @ CompiledCsp::Nonce(_) => (c.name, nonce),
+            };
+            CspHeader { name, value, ..c }
+        });
         // Room for the response's own headers: a clone keeps the index
         // size, so merging them never rehashes the clone.
         let mut template = HeaderMap::with_capacity(fixed.len() + 1 + RESPONSE_HEADERS_ROOM);
