@@ -29,6 +29,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response};
 use palisade_core::body::ResponseBody;
 use palisade_core::{ProblemDetails, ProblemType, RequestId};
@@ -66,8 +67,8 @@ pub struct CatchPanic<S> {
 struct RequestInfo {
     request_id: Option<RequestId>,
     method: Method,
-    /// Kept whole (a reference-counted clone); only its path is logged.
-    uri: http::Uri,
+    /// A reference-counted clone; only the path is logged, never the query.
+    path: Option<PathAndQuery>,
 }
 
 impl RequestInfo {
@@ -80,7 +81,7 @@ impl RequestInfo {
         tracing::error!(
             request_id = self.request_id.as_ref().map(RequestId::as_str),
             method = %self.method,
-            path = %self.uri.path(),
+            path = self.path.as_ref().map_or("/", PathAndQuery::path),
             panic = message,
             "handler panicked"
         );
@@ -106,7 +107,7 @@ where
         let info = RequestInfo {
             request_id: req.extensions().get::<RequestId>().cloned(),
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            path: req.uri().path_and_query().cloned(),
         };
         let inner = &mut self.inner;
         match catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
@@ -117,7 +118,7 @@ where
             },
             Err(payload) => CatchPanicFuture {
                 future: None,
-                panicked: Some(info.report(payload.as_ref())),
+                panicked: Some(Box::new(info.report(payload.as_ref()))),
                 info,
             },
         }
@@ -129,7 +130,9 @@ pin_project! {
     pub struct CatchPanicFuture<F> {
         #[pin]
         future: Option<F>,
-        panicked: Option<ProblemDetails>,
+        // Boxed: only a panic in `call` fills it, and every request's
+        // future (moved through each outer layer) stays smaller.
+        panicked: Option<Box<ProblemDetails>>,
         info: RequestInfo,
     }
 }
@@ -148,7 +151,7 @@ where
             let problem = this
                 .panicked
                 .take()
-                .unwrap_or_else(|| ProblemDetails::new(ProblemType::INTERNAL));
+                .map_or_else(|| ProblemDetails::new(ProblemType::INTERNAL), |p| *p);
             return Poll::Ready(Ok(problem.rejection("panic").map(ResponseBody::full)));
         };
         match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {

@@ -256,7 +256,7 @@ where
         let body = DeadlineBody::guarded(body, deadline.clone());
         TimeoutFuture {
             future: self.inner.call(Request::from_parts(parts, body)),
-            sleep: Some(tokio::time::sleep_until(deadline.total_at())),
+            sleep: None,
             state: Some(State {
                 deadline,
                 request_id,
@@ -284,8 +284,9 @@ pin_project! {
     pub struct TimeoutFuture<F> {
         #[pin]
         future: F,
-        #[pin]
-        sleep: Option<Sleep>,
+        // Made at the first `Pending` (most requests finish on their first
+        // poll): no timer registration, and a small future, for them.
+        sleep: Option<Pin<Box<Sleep>>>,
         state: Option<State>,
     }
 }
@@ -297,7 +298,7 @@ where
     type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(result) = this.future.poll(cx) {
             let response = result?;
             if let Some(state) = this.state.as_ref().filter(|s| s.deadline.0.is_tripped()) {
@@ -309,18 +310,19 @@ where
             }
             return Poll::Ready(Ok(response.map(ResponseBody::inner)));
         }
-        let (Some(state), Some(mut sleep)) =
-            (this.state.as_ref(), this.sleep.as_mut().as_pin_mut())
-        else {
+        let Some(state) = this.state.as_ref() else {
             return Poll::Pending;
         };
         // A route-level layer may have moved the deadline while the inner
         // future ran; follow it before waiting.
         let at = state.deadline.total_at();
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         if sleep.deadline() != at {
             sleep.as_mut().reset(at);
         }
-        std::task::ready!(sleep.poll(cx));
+        std::task::ready!(sleep.as_mut().poll(cx));
         let total = Duration::from_nanos(state.deadline.0.state().total.load(Ordering::Acquire));
         tracing::warn!(
             reason = "timeout",
