@@ -105,10 +105,9 @@ where
         AccessLogFuture {
             method: req.method().clone(),
             route: route_of(req.extensions()),
-            client_ip: req.extensions().get::<ClientIp>().copied(),
+            client_ip: req.extensions().get::<ClientIp>().map(ClientIp::ip),
             start: Instant::now(),
             in_flight: self.metrics.as_ref().map(Metrics::enter),
-            metrics: self.metrics.clone(),
             future: self.inner.call(req),
         }
     }
@@ -121,9 +120,9 @@ pin_project! {
         future: F,
         method: Method,
         route: Route,
-        client_ip: Option<ClientIp>,
+        client_ip: Option<IpAddr>,
         start: Instant,
-        metrics: Option<Metrics>,
+        // Counts the request in flight until dropped; holds the metrics.
         in_flight: Option<InFlight>,
     }
 }
@@ -150,8 +149,8 @@ where
             ),
             Err(_) => (500, None),
         };
-        if let Some(metrics) = this.metrics {
-            metrics.record_route(
+        if let Some(in_flight) = this.in_flight.take() {
+            in_flight.metrics().record_route(
                 method_label(this.method),
                 this.route.clone(),
                 status,
@@ -159,9 +158,8 @@ where
                 rejection,
             );
         }
-        this.in_flight.take();
         // A `None` field is simply left out of the line.
-        let client_ip = this.client_ip.map(|c| IpText::new(c.ip()));
+        let client_ip = this.client_ip.map(IpText::new);
         let client_ip = client_ip.as_ref().map(IpText::as_str);
         tracing::info!(
             target: "palisade::access",

@@ -281,6 +281,13 @@ impl Metrics {
 #[derive(Debug)]
 pub(crate) struct InFlight(Metrics);
 
+impl InFlight {
+    /// The metrics the request is counted in.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.0.in_flight.dec();

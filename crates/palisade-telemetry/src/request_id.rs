@@ -333,7 +333,6 @@ where
         } else {
             Span::none()
         };
-        let header = HeaderValue::from_str(context.id.as_str()).ok();
         let entered = (span.enter(), enter(&context));
         let future = self.inner.call(req);
         drop(entered);
@@ -341,7 +340,6 @@ where
             future,
             span,
             context,
-            header,
         }
     }
 }
@@ -353,7 +351,6 @@ pin_project! {
         future: F,
         span: Span,
         context: Arc<RequestContext>,
-        header: Option<HeaderValue>,
     }
 }
 
@@ -369,7 +366,8 @@ where
         let result = this.future.poll(cx);
         drop(entered);
         let mut response = std::task::ready!(result)?;
-        if let Some(value) = this.header.take() {
+        // An id is visible ASCII: it always converts.
+        if let Ok(value) = HeaderValue::from_str(this.context.id.as_str()) {
             response.headers_mut().insert(X_REQUEST_ID, value);
         }
         Poll::Ready(Ok(response))
