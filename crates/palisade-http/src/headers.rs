@@ -506,7 +506,7 @@ fn intern(text: &str) -> &'static str {
 /// The same header with `'static` bytes. A name or value built at run time
 /// is reference-counted: cloning it onto every response and dropping it
 /// after costs two atomic operations; a static one costs none.
-fn interned(name: HeaderName, value: &HeaderValue) -> (HeaderName, HeaderValue) {
+fn interned(name: &HeaderName, value: &HeaderValue) -> (HeaderName, HeaderValue) {
     // A parsed name is lowercase and valid: `from_static` accepts it.
     let name = HeaderName::from_static(intern(name.as_str()));
     // Only visible ASCII converts (and `from_static` accepts it); anything
@@ -537,11 +537,11 @@ struct Config {
 
 impl Config {
     fn new(fixed: Vec<(HeaderName, HeaderValue)>, csp: Option<CspHeader>, overwrite: bool) -> Self {
-        let fixed = fixed.into_iter().map(|(n, v)| interned(n, &v));
+        let fixed = fixed.into_iter().map(|(n, v)| interned(&n, &v));
         let csp = csp.map(|c| {
             let (name, value) = match c.value {
                 CompiledCsp::Static(v) => {
-                    let (name, value) = interned(c.name, &v);
+                    let (name, value) = interned(&c.name, &v);
                     (name, CompiledCsp::Static(value))
                 }
                 nonce @ CompiledCsp::Nonce(_) => (c.name, nonce),

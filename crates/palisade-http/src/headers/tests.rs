@@ -348,12 +348,12 @@ fn configured_headers_are_made_static_once_per_distinct_value() {
     let again = intern(&String::from("max-age=123; test-only"));
     assert!(std::ptr::eq(first, again), "one leak per distinct value");
     let (name, value) = interned(
-        HeaderName::from_bytes(b"X-Test-Only").unwrap(),
+        &HeaderName::from_bytes(b"X-Test-Only").unwrap(),
         &HeaderValue::from_str("a b").unwrap(),
     );
     assert_eq!(name, "x-test-only");
     assert_eq!(value, "a b");
     // Not visible ASCII: kept as it was.
     let odd = HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap();
-    assert_eq!(interned(name, &odd).1, odd);
+    assert_eq!(interned(&name, &odd).1, odd);
 }
