@@ -235,12 +235,35 @@ fn load(addr: SocketAddr, connections: usize, duration: Duration) -> (u64, Histo
     })
 }
 
+#[derive(Clone, Copy)]
+enum Cpu {
+    Process,
+    Thread,
+}
+
+/// CPU time used so far by the whole process or by the calling thread.
+fn cpu_time(which: Cpu) -> Duration {
+    use rustix::time::{ClockId, clock_gettime};
+    let t = clock_gettime(match which {
+        Cpu::Process => ClockId::ProcessCPUTime,
+        Cpu::Thread => ClockId::ThreadCPUTime,
+    });
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// The single-connection phase after each throughput phase.
 const SINGLE: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Default)]
 struct Sample {
     rps: f64,
+    /// Server CPU time (its thread and its log writers) per request: unlike
+    /// throughput, it does not depend on which side of the loopback is the
+    /// bottleneck, and time the VM spends elsewhere is not counted.
+    server_cpu_us: f64,
     p50_us: u64,
     p99_us: u64,
     /// One connection, one request at a time: latency without queueing.
@@ -271,21 +294,28 @@ fn main() {
             let (addr, server) = serve(stack, log_dir.path(), stop.clone(), o.pin);
             let _ = load(addr, o.connections, Duration::from_millis(500)); // warm-up
             let seconds = Duration::from_secs(o.seconds);
+            let (process, generator) = (cpu_time(Cpu::Process), cpu_time(Cpu::Thread));
             let (done, hist) = load(addr, o.connections, seconds);
+            // Everything but this thread (the generator): the server thread
+            // and the log writers it started.
+            let server_cpu = (cpu_time(Cpu::Process) - process)
+                .saturating_sub(cpu_time(Cpu::Thread) - generator);
             let (_, single) = load(addr, 1, SINGLE);
             stop.store(true, Ordering::Release);
             let _ = server.join();
             let sample = Sample {
                 rps: done as f64 / seconds.as_secs_f64(),
+                server_cpu_us: server_cpu.as_secs_f64() * 1e6 / done.max(1) as f64,
                 p50_us: hist.value_at_quantile(0.50),
                 p99_us: hist.value_at_quantile(0.99),
                 single_p50_us: single.value_at_quantile(0.50),
                 single_p99_us: single.value_at_quantile(0.99),
             };
             println!(
-                "round {round} {:<17} {:>9.0} req/s  p50 {:>5} µs  p99 {:>5} µs  | 1 conn p50 {:>4} µs  p99 {:>4} µs",
+                "round {round} {:<17} {:>9.0} req/s  {:>5.2} µs CPU/req  p50 {:>5} µs  p99 {:>5} µs  | 1 conn p50 {:>4} µs  p99 {:>4} µs",
                 stack.name(),
                 sample.rps,
+                sample.server_cpu_us,
                 sample.p50_us,
                 sample.p99_us,
                 sample.single_p50_us,
@@ -318,6 +348,7 @@ fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
         )
     };
     let rps = |s| stat(s, |x| x.rps);
+    let cpu = |s| stat(s, |x| x.server_cpu_us);
     let p50 = |s| stat(s, |x| x.p50_us as f64);
     let p99 = |s| stat(s, |x| x.p99_us as f64);
     let single_p50 = |s| stat(s, |x| x.single_p50_us as f64);
@@ -335,9 +366,10 @@ fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
     );
     for stack in Stack::ALL {
         println!(
-            "  {:<17} {:>9.0} req/s  p50 {:>5.0} µs  p99 {:>5.0} µs  | 1 conn p50 {:>4.0} µs  p99 {:>4.0} µs",
+            "  {:<17} {:>9.0} req/s  {:>5.2} µs CPU/req  p50 {:>5.0} µs  p99 {:>5.0} µs  | 1 conn p50 {:>4.0} µs  p99 {:>4.0} µs",
             stack.name(),
             rps(stack),
+            cpu(stack),
             p50(stack),
             p99(stack),
             single_p50(stack),
@@ -354,6 +386,16 @@ fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
     }
     println!("  palisade / bare       {:.2}x", b / a);
     println!("  palisade / tower-http {:.2}x", b / c);
+    let (cpu_a, cpu_b, cpu_c) = (
+        cpu(Stack::Bare),
+        cpu(Stack::Palisade),
+        cpu(Stack::TowerHttp),
+    );
+    println!(
+        "  server CPU per request, as throughput ratios: palisade / bare {:.2}x, palisade / tower-http {:.2}x",
+        cpu_a / cpu_b,
+        cpu_c / cpu_b
+    );
     let added = single_p99(Stack::Palisade) - single_p99(Stack::Bare);
     println!("  palisade p99 added, 1 connection: {added:.0} µs");
     println!("  elapsed {:.0} s", started.elapsed().as_secs_f64());
@@ -374,6 +416,11 @@ fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
             "palisade_p99_1conn_us": single_p99(Stack::Palisade),
             "towerhttp_p99_1conn_us": single_p99(Stack::TowerHttp),
             "palisade_added_p99_1conn_us": added,
+            "bare_cpu_us_per_request": (cpu_a * 100.0).round() / 100.0,
+            "palisade_cpu_us_per_request": (cpu_b * 100.0).round() / 100.0,
+            "towerhttp_cpu_us_per_request": (cpu_c * 100.0).round() / 100.0,
+            "palisade_over_bare_by_cpu": (cpu_a / cpu_b * 1000.0).round() / 1000.0,
+            "palisade_over_towerhttp_by_cpu": (cpu_c / cpu_b * 1000.0).round() / 1000.0,
             "rounds": o.rounds,
             "connections": o.connections,
             "seconds": o.seconds,
