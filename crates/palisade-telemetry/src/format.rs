@@ -9,9 +9,10 @@
 //! ```
 //!
 //! The `request_id` is that of the request the task is serving
-//! ([`RequestIdLayer`](crate::RequestIdLayer) keeps it where the request's code runs, as a task-local would), so
-//! lines from handlers, from inner layers and from tasks started with
-//! [`spawn`](crate::spawn) all carry it, at no cost per request. Outside a
+//! ([`RequestIdLayer`](crate::RequestIdLayer) sets it wherever the request's
+//! code runs, as a task-local would), so lines from handlers, from inner
+//! layers and from tasks started with [`spawn`](crate::spawn) all carry it,
+//! at no cost per request. Outside a
 //! request, the nearest enclosing span with a `request_id` field is used
 //! ([`RequestIdRecorder`] must then be in the subscriber, as
 //! [`init`](crate::init) does).
