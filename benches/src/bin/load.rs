@@ -298,8 +298,9 @@ fn main() {
             let (done, hist) = load(addr, o.connections, seconds);
             // Everything but this thread (the generator): the server thread
             // and the log writers it started.
-            let server_cpu = (cpu_time(Cpu::Process) - process)
-                .saturating_sub(cpu_time(Cpu::Thread) - generator);
+            let server_cpu = cpu_time(Cpu::Process)
+                .saturating_sub(process)
+                .saturating_sub(cpu_time(Cpu::Thread).saturating_sub(generator));
             let (_, single) = load(addr, 1, SINGLE);
             stop.store(true, Ordering::Release);
             let _ = server.join();
