@@ -124,13 +124,13 @@ impl Drop for Entered {
 }
 
 /// Runs `f` with the current context, if any, without cloning it.
-fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
+fn with_current<R>(f: impl FnOnce(&Arc<RequestContext>) -> R) -> Option<R> {
     CURRENT
         .try_with(|c| {
             // Take it out for the duration of `f` (a `Cell` lends no
             // reference) and put it back.
             let context = c.take();
-            let result = context.as_deref().map(f);
+            let result = context.as_ref().map(f);
             c.set(context);
             result
         })
@@ -140,7 +140,7 @@ fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
 
 /// The context of the request being served by this task, if any.
 pub fn current() -> Option<RequestContext> {
-    with_current(RequestContext::clone)
+    with_current(|c| RequestContext::clone(c))
 }
 
 /// Runs `f` with the current request id, without copying it (for log formatters).
@@ -176,15 +176,7 @@ where
 {
     use tracing::Instrument as _;
     let future = future.instrument(Span::current());
-    let context = CURRENT
-        .try_with(|c| {
-            let context = c.take();
-            c.set(context.clone());
-            context
-        })
-        .ok()
-        .flatten();
-    match context {
+    match with_current(Arc::clone) {
         Some(context) => tokio::spawn(Scoped { future, context }),
         None => tokio::spawn(future),
     }
