@@ -12,10 +12,9 @@
 //! ([`RequestIdLayer`](crate::RequestIdLayer) sets it wherever the request's
 //! code runs, as a task-local would), so lines from handlers, from inner
 //! layers and from tasks started with [`spawn`](crate::spawn) all carry it,
-//! at no cost per request. Outside a
-//! request, the nearest enclosing span with a `request_id` field is used
-//! ([`RequestIdRecorder`] must then be in the subscriber, as
-//! [`init`](crate::init) does).
+//! at no cost per request. Outside a request, the nearest enclosing span
+//! with a `request_id` field is used ([`RequestIdRecorder`] must then be in
+//! the subscriber, as [`init`](crate::init) does).
 //!
 //! Fields whose names say they hold a secret (`authorization`, `cookie`,
 //! `password`, `token`, `secret`, `api_key`...; configurable) are written as
@@ -183,7 +182,7 @@ impl JsonFormat {
             r.len() == name.len()
                 && r.bytes()
                     .zip(name.bytes())
-                    .all(|(a, b)| a == b.to_ascii_lowercase() || (a == b'_' && b == b'-'))
+                    .all(|(a, b)| a == normalise_byte(b))
         })
     }
 }
