@@ -161,14 +161,15 @@ where
         // A `None` field is simply left out of the line.
         let client_ip = this.client_ip.map(IpText::new);
         let client_ip = client_ip.as_ref().map(IpText::as_str);
+        // `message` as a plain string field: no `format_args!` to run.
         tracing::info!(
             target: "palisade::access",
+            message = "request",
             method = this.method.as_str(),
             route,
             status,
             latency_ms,
             client_ip,
-            "request"
         );
         Poll::Ready(result)
     }

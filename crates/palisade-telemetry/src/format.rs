@@ -194,12 +194,22 @@ fn escape(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
     let mut i = 0;
     while i < bytes.len() {
         // Skip eight plain bytes at a time: most text needs no escaping.
-        if let Some(word) = bytes.get(i..i + 8) {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            if !needs_escape(word) {
-                i += 8;
-                continue;
-            }
+        // The last few bytes are tested the same way, padded with spaces
+        // (never escaped), so short names and values take no byte loop.
+        let word = match bytes.get(i..i + 8) {
+            Some(word) => u64::from_le_bytes(word.try_into().unwrap_or([0; 8])),
+            None => bytes
+                .get(i..)
+                .unwrap_or_default()
+                .iter()
+                .rev()
+                .fold(0x2020_2020_2020_2020_u64, |word, &b| {
+                    word << 8 | u64::from(b)
+                }),
+        };
+        if !needs_escape(word) {
+            i += 8;
+            continue;
         }
         let Some(&b) = bytes.get(i) else { break };
         let replacement = match b {
@@ -271,17 +281,16 @@ impl Fields<'_> {
         if name == "request_id" {
             self.has_request_id = true;
         }
-        self.result = self.writer.write_str(",\"").and_then(|()| {
-            // Field names are identifiers: most need no escaping.
-            if name.bytes().any(is_special) {
-                escape(self.writer, name)
-            } else {
-                self.writer.write_str(name)
-            }
-        });
-        self.result = self.result.and_then(|()| self.writer.write_str("\":"));
+        self.writer.push_str(",\"");
+        // Field names are identifiers: most need no escaping.
+        if name.bytes().any(is_special) {
+            self.result = escape(self.writer, name);
+        } else {
+            self.writer.push_str(name);
+        }
+        self.writer.push_str("\":");
         if self.result.is_ok() && self.format.is_redacted(name) {
-            self.result = self.writer.write_str("\"[REDACTED]\"");
+            self.writer.push_str("\"[REDACTED]\"");
             return false;
         }
         self.result.is_ok()
