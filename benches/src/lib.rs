@@ -32,11 +32,65 @@ pub fn bare() -> Router {
 #[allow(clippy::expect_used)]
 pub fn secured() -> Router {
     SecureStack::api()
-        .cors(Cors::new().allow_origin("https://app.example.com"))
+        .cors(Cors::new().allow_origin(ORIGIN))
         .build()
         .expect("the default stack is valid")
         .apply(routes())
 }
+
+/// A part of the secure stack, served alone by the load harness's
+/// `--breakdown` to show what each part costs under real serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The security headers (the `api` profile).
+    Headers,
+    /// Request ids: `X-Request-Id` on the response, the id in the extensions
+    /// and in the request context.
+    RequestId,
+    /// Request ids, the client address and the access log (line and metrics).
+    Observe,
+    /// CORS, cross-origin protection, the panic catcher, the timeout and the body limit.
+    Guards,
+}
+
+impl Part {
+    /// Every part, outermost first.
+    pub const ALL: [Self; 4] = [Self::Headers, Self::RequestId, Self::Observe, Self::Guards];
+
+    /// The routes behind this part only, in the order the stack uses.
+    ///
+    /// # Panics
+    ///
+    /// Never: the default configurations are valid.
+    #[allow(clippy::expect_used)]
+    pub fn around_routes(self) -> Router {
+        use palisade::core::client_ip::ClientIpLayer;
+        use palisade::http::{CrossOriginProtection, SecurityHeaders, TimeoutLayer};
+        let routes = routes();
+        match self {
+            Self::Headers => routes.layer(SecurityHeaders::api().build().expect("valid")),
+            Self::RequestId => routes.layer(RequestIdLayer::new()),
+            Self::Observe => routes
+                .layer(AccessLogLayer::new())
+                .layer(ClientIpLayer::new(ClientIpResolver::default()))
+                .layer(RequestIdLayer::new()),
+            Self::Guards => routes
+                .layer(BodyLimitLayer::new(1 << 20))
+                .layer(TimeoutLayer::default())
+                .layer(CatchPanicLayer::new())
+                .layer(
+                    CrossOriginProtection::new()
+                        .trust_origin(ORIGIN)
+                        .build()
+                        .expect("valid"),
+                )
+                .layer(Cors::new().allow_origin(ORIGIN).build().expect("valid")),
+        }
+    }
+}
+
+/// The browser origin the benchmarks' CORS policies allow.
+const ORIGIN: &str = "https://app.example.com";
 
 /// The same protections assembled by hand from tower-http (the baseline a
 /// team would otherwise write): request ids (`SetRequestId` with UUIDs,
@@ -91,7 +145,7 @@ pub fn tower_http() -> Router {
             .layer(set(header::CACHE_CONTROL, "no-store"))
             .layer(
                 tower_http::cors::CorsLayer::new()
-                    .allow_origin(HeaderValue::from_static("https://app.example.com"))
+                    .allow_origin(HeaderValue::from_static(ORIGIN))
                     .allow_methods([Method::GET, Method::POST]),
             )
             .layer(tower_http::catch_panic::CatchPanicLayer::new())
@@ -111,7 +165,7 @@ pub fn tower_http() -> Router {
 #[allow(clippy::expect_used)]
 pub fn get_request(uri: &str) -> Request<Body> {
     let mut req = Request::get(uri)
-        .header("origin", "https://app.example.com")
+        .header("origin", ORIGIN)
         .body(Body::empty())
         .expect("valid request");
     req.extensions_mut()

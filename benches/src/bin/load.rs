@@ -23,6 +23,13 @@
 //! saturating connections every request also waits for the N - 1 ahead of
 //! it, so the p99 there mostly restates the throughput). The last line is
 //! one JSON object for scripts.
+//!
+//! `--breakdown` also serves each part of the secure stack alone (security
+//! headers; request ids; request ids with the client address and the access
+//! log; the guards: CORS, cross-origin protection, panic catcher, timeout,
+//! body limit) and the whole stack with logging off, and reports what each
+//! adds to bare axum's server CPU per request (the median of the rounds'
+//! differences, each against the bare run of the same round).
 #![allow(clippy::expect_used)] // a benchmark harness: a failed setup aborts the run loudly
 
 use std::net::SocketAddr;
@@ -34,7 +41,7 @@ use axum::Router;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use palisade_bench::{bare, secured, tower_http};
+use palisade_bench::{Part, bare, secured, tower_http};
 use tracing_subscriber::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,16 +49,46 @@ enum Stack {
     Bare,
     Palisade,
     TowerHttp,
+    /// One part of the palisade stack alone (`--breakdown`).
+    Part(Part),
+    /// The palisade stack with its log filter off (`--breakdown`).
+    Unlogged,
 }
 
 impl Stack {
     const ALL: [Self; 3] = [Self::Bare, Self::Palisade, Self::TowerHttp];
+    const BREAKDOWN: [Self; 5] = [
+        Self::Part(Part::Headers),
+        Self::Part(Part::RequestId),
+        Self::Part(Part::Observe),
+        Self::Part(Part::Guards),
+        Self::Unlogged,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Bare => "bare axum",
             Self::Palisade => "palisade stack",
             Self::TowerHttp => "tower-http stack",
+            Self::Part(Part::Headers) => "headers only",
+            Self::Part(Part::RequestId) => "request id only",
+            Self::Part(Part::Observe) => "id + ip + access",
+            Self::Part(Part::Guards) => "guards only",
+            Self::Unlogged => "palisade, no log",
+        }
+    }
+
+    /// The JSON key of a breakdown entry.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Part(Part::Headers) => "headers",
+            Self::Part(Part::RequestId) => "request_id",
+            Self::Part(Part::Observe) => "request_id_client_ip_access_log",
+            Self::Part(Part::Guards) => "cors_cross_origin_panic_timeout_body_limit",
+            Self::Unlogged => "palisade_without_log_line",
+            Self::Bare => "bare",
+            Self::Palisade => "palisade",
+            Self::TowerHttp => "towerhttp",
         }
     }
 }
@@ -63,6 +100,8 @@ struct Options {
     only: Option<Stack>,
     /// Server (with its log writer threads) on CPU 0, load generator on CPU 1.
     pin: bool,
+    /// Also serve each part of the stack alone.
+    breakdown: bool,
 }
 
 fn options() -> Options {
@@ -72,11 +111,16 @@ fn options() -> Options {
         connections: 32,
         only: None,
         pin: true,
+        breakdown: false,
     };
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "--no-pin") {
         args.remove(at);
         o.pin = false;
+    }
+    if let Some(at) = args.iter().position(|a| a == "--breakdown") {
+        args.remove(at);
+        o.breakdown = true;
     }
     for pair in args.chunks(2) {
         let value = pair
@@ -96,7 +140,7 @@ fn options() -> Options {
             Some("--connections") => o.connections = usize::try_from(value).unwrap_or(32),
             _ => {
                 eprintln!(
-                    "usage: load [--rounds N] [--seconds S] [--connections C] [--only bare|palisade|tower-http] [--no-pin]"
+                    "usage: load [--rounds N] [--seconds S] [--connections C] [--only bare|palisade|tower-http] [--no-pin] [--breakdown]"
                 );
                 std::process::exit(64);
             }
@@ -127,11 +171,8 @@ fn serve(
             palisade::telemetry::non_blocking(file.try_clone().expect("log file"), 128_000);
         let (plain_writer, _plain_guard) = tracing_appender::non_blocking(file);
         let filter = tracing_subscriber::filter::LevelFilter::INFO;
-        // The subscriber is this thread's default: the current-thread runtime
-        // runs every request here.
-        let _subscriber = match stack {
-            Stack::Bare => None,
-            Stack::Palisade => Some(tracing::subscriber::set_default(
+        let palisade_subscriber = |filter| {
+            tracing::subscriber::set_default(
                 tracing_subscriber::registry()
                     .with(filter)
                     .with(palisade::telemetry::RequestIdRecorder)
@@ -140,6 +181,15 @@ fn serve(
                             .event_format(palisade::telemetry::JsonFormat::default())
                             .with_writer(writer),
                     ),
+            )
+        };
+        // The subscriber is this thread's default: the current-thread runtime
+        // runs every request here.
+        let _subscriber = match stack {
+            Stack::Bare => None,
+            Stack::Palisade | Stack::Part(_) => Some(palisade_subscriber(filter)),
+            Stack::Unlogged => Some(palisade_subscriber(
+                tracing_subscriber::filter::LevelFilter::OFF,
             )),
             Stack::TowerHttp => Some(tracing::subscriber::set_default(
                 tracing_subscriber::registry().with(filter).with(
@@ -156,8 +206,9 @@ fn serve(
         rt.block_on(async move {
             let app: Router = match stack {
                 Stack::Bare => bare(),
-                Stack::Palisade => secured(),
+                Stack::Palisade | Stack::Unlogged => secured(),
                 Stack::TowerHttp => tower_http(),
+                Stack::Part(part) => part.around_routes(),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -283,11 +334,13 @@ fn main() {
     o.pin = o.pin && palisade_bench::pin_to_cpu(1);
     let log_dir = tempfile::tempdir().expect("temp dir");
     let keep = std::env::var_os("KEEP_LOGS").map(std::path::PathBuf::from);
-    let mut samples: Vec<(Stack, Sample)> = Vec::new();
+    let mut samples: Vec<(usize, Stack, Sample)> = Vec::new();
+    let breakdown: &[Stack] = if o.breakdown { &Stack::BREAKDOWN } else { &[] };
     let started = Instant::now();
     for round in 1..=o.rounds {
         for stack in Stack::ALL
             .into_iter()
+            .chain(breakdown.iter().copied())
             .filter(|s| o.only.is_none_or(|only| only == *s))
         {
             let stop = Arc::new(AtomicBool::new(false));
@@ -322,7 +375,7 @@ fn main() {
                 sample.single_p50_us,
                 sample.single_p99_us
             );
-            samples.push((stack, sample));
+            samples.push((round, stack, sample));
         }
     }
     if let Some(keep) = keep {
@@ -338,13 +391,13 @@ fn main() {
 
 /// Prints the medians, the ratios and the final JSON line.
 #[allow(clippy::cast_precision_loss)] // microseconds are far below 2^52
-fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
+fn report(o: &Options, samples: &[(usize, Stack, Sample)], started: Instant) {
     let stat = |stack: Stack, f: fn(&Sample) -> f64| {
         median(
             samples
                 .iter()
-                .filter(|(s, _)| *s == stack)
-                .map(|(_, x)| f(x))
+                .filter(|(_, s, _)| *s == stack)
+                .map(|(_, _, x)| f(x))
                 .collect(),
         )
     };
@@ -365,7 +418,8 @@ fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
             "threads not pinned"
         }
     );
-    for stack in Stack::ALL {
+    let breakdown: &[Stack] = if o.breakdown { &Stack::BREAKDOWN } else { &[] };
+    for stack in Stack::ALL.into_iter().chain(breakdown.iter().copied()) {
         println!(
             "  {:<17} {:>9.0} req/s  {:>5.2} µs CPU/req  p50 {:>5.0} µs  p99 {:>5.0} µs  | 1 conn p50 {:>4.0} µs  p99 {:>4.0} µs",
             stack.name(),
@@ -399,6 +453,11 @@ fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
     );
     let added = single_p99(Stack::Palisade) - single_p99(Stack::Bare);
     println!("  palisade p99 added, 1 connection: {added:.0} µs");
+    let parts = if o.breakdown {
+        report_breakdown(samples)
+    } else {
+        serde_json::Map::new()
+    };
     println!("  elapsed {:.0} s", started.elapsed().as_secs_f64());
     println!(
         "{}",
@@ -426,6 +485,41 @@ fn report(o: &Options, samples: &[(Stack, Sample)], started: Instant) {
             "connections": o.connections,
             "seconds": o.seconds,
             "pinned": o.pin,
+            "added_cpu_us_by_part": parts,
         })
     );
+}
+
+/// Prints what each part adds to bare axum's server CPU per request and
+/// returns the same figures for the JSON line.
+fn report_breakdown(
+    samples: &[(usize, Stack, Sample)],
+) -> serde_json::Map<String, serde_json::Value> {
+    // What `stack` adds to bare axum's server CPU per request: the median
+    // of each round's difference against that round's bare run.
+    let added_cpu = |stack: Stack| {
+        median(
+            samples
+                .iter()
+                .filter(|(_, s, _)| *s == stack)
+                .filter_map(|(round, _, x)| {
+                    samples
+                        .iter()
+                        .find(|(r, s, _)| r == round && *s == Stack::Bare)
+                        .map(|(_, _, bare)| x.server_cpu_us - bare.server_cpu_us)
+                })
+                .collect(),
+        )
+    };
+    println!("  server CPU per request added to bare axum, by part (median of the rounds):");
+    let mut parts = serde_json::Map::new();
+    for stack in Stack::BREAKDOWN.into_iter().chain([Stack::Palisade]) {
+        let us = added_cpu(stack);
+        println!("    {:<17} {us:>+6.2} µs", stack.name());
+        parts.insert(
+            stack.key().to_owned(),
+            ((us * 100.0).round() / 100.0).into(),
+        );
+    }
+    parts
 }
