@@ -8,11 +8,17 @@
 //! valgrind --tool=callgrind ./target/release/examples/profile_stack bare 20000
 //! ```
 //!
+//! The first argument picks the stack: `bare`, `palisade` (the default), or
+//! one part of it alone: `headers`, `request-id`, `observe` (request ids,
+//! client address, access log) or `guards` (CORS, cross-origin protection,
+//! panic catcher, timeout, body limit); `identity` is the routes behind one
+//! `Router::layer` call that does nothing: axum's own cost of a layer.
+//!
 //! The router is finalised with `with_state` first, as `axum::serve` does:
 //! otherwise axum would build each route's service again on every call.
 #![allow(missing_docs, clippy::unwrap_used)] // a profiling harness
 
-use palisade_bench::{bare, get_request, secured};
+use palisade_bench::{Part, bare, get_request, secured};
 use tower::ServiceExt;
 
 fn main() {
@@ -26,7 +32,16 @@ fn main() {
         .build()
         .unwrap();
     let _guard = tracing::subscriber::set_default(palisade_bench::json_to_sink());
-    let app: axum::Router = if which == "bare" { bare() } else { secured() }.with_state(());
+    let app: axum::Router = match which.as_str() {
+        "bare" => bare(),
+        "headers" => Part::Headers.around_routes(),
+        "request-id" => Part::RequestId.around_routes(),
+        "observe" => Part::Observe.around_routes(),
+        "guards" => Part::Guards.around_routes(),
+        "identity" => palisade_bench::routes().layer(tower::layer::util::Identity::new()),
+        _ => secured(),
+    }
+    .with_state(());
     let start = std::time::Instant::now();
     rt.block_on(async {
         for _ in 0..n {
