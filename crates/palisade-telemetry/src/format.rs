@@ -130,10 +130,13 @@ impl Default for JsonFormat {
 }
 
 fn normalise(name: &str) -> String {
-    name.to_ascii_lowercase().replace('-', "_")
+    // Each ASCII byte as `normalise_byte` maps it; other characters stay.
+    name.chars()
+        .map(|c| u8::try_from(c).map_or(c, |b| char::from(normalise_byte(b))))
+        .collect()
 }
 
-/// A byte as [`normalise`] maps it.
+/// How a name's byte is compared: lowercase, `-` as `_`.
 fn normalise_byte(b: u8) -> u8 {
     if b == b'-' {
         b'_'
