@@ -197,18 +197,31 @@ pub fn post_request(size: usize) -> Request<Body> {
     req
 }
 
-/// A subscriber with palisade's JSON format writing every line to a sink:
-/// the access line is formatted in full and thrown away.
-pub fn json_to_sink() -> impl tracing::Subscriber + Send + Sync {
+/// A subscriber with palisade's JSON format (and its request-id recorder),
+/// as `palisade_telemetry::init` builds it, writing lines at `filter` or
+/// above to `writer`.
+pub fn json_subscriber<W>(
+    filter: tracing_subscriber::filter::LevelFilter,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(filter)
         .with(palisade::telemetry::RequestIdRecorder)
         .with(
             tracing_subscriber::fmt::layer()
                 .event_format(palisade::telemetry::JsonFormat::default())
-                .with_writer(std::io::sink),
+                .with_writer(writer),
         )
+}
+
+/// [`json_subscriber`] writing every INFO line to a sink: the access line
+/// is formatted in full and thrown away.
+pub fn json_to_sink() -> impl tracing::Subscriber + Send + Sync {
+    json_subscriber(tracing_subscriber::filter::LevelFilter::INFO, std::io::sink)
 }
 
 /// Pins the calling thread to `cpu`, as `taskset` would: threads it spawns

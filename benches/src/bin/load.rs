@@ -57,13 +57,14 @@ enum Stack {
 
 impl Stack {
     const ALL: [Self; 3] = [Self::Bare, Self::Palisade, Self::TowerHttp];
-    const BREAKDOWN: [Self; 5] = [
-        Self::Part(Part::Headers),
-        Self::Part(Part::RequestId),
-        Self::Part(Part::Observe),
-        Self::Part(Part::Guards),
-        Self::Unlogged,
-    ];
+
+    /// What `--breakdown` adds: every part alone, then the stack unlogged.
+    fn breakdown() -> impl Iterator<Item = Self> {
+        Part::ALL
+            .into_iter()
+            .map(Self::Part)
+            .chain([Self::Unlogged])
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -172,16 +173,7 @@ fn serve(
         let (plain_writer, _plain_guard) = tracing_appender::non_blocking(file);
         let filter = tracing_subscriber::filter::LevelFilter::INFO;
         let palisade_subscriber = |filter| {
-            tracing::subscriber::set_default(
-                tracing_subscriber::registry()
-                    .with(filter)
-                    .with(palisade::telemetry::RequestIdRecorder)
-                    .with(
-                        tracing_subscriber::fmt::layer()
-                            .event_format(palisade::telemetry::JsonFormat::default())
-                            .with_writer(writer),
-                    ),
-            )
+            tracing::subscriber::set_default(palisade_bench::json_subscriber(filter, writer))
         };
         // The subscriber is this thread's default: the current-thread runtime
         // runs every request here.
@@ -335,12 +327,11 @@ fn main() {
     let log_dir = tempfile::tempdir().expect("temp dir");
     let keep = std::env::var_os("KEEP_LOGS").map(std::path::PathBuf::from);
     let mut samples: Vec<(usize, Stack, Sample)> = Vec::new();
-    let breakdown: &[Stack] = if o.breakdown { &Stack::BREAKDOWN } else { &[] };
     let started = Instant::now();
     for round in 1..=o.rounds {
         for stack in Stack::ALL
             .into_iter()
-            .chain(breakdown.iter().copied())
+            .chain(Stack::breakdown().filter(|_| o.breakdown))
             .filter(|s| o.only.is_none_or(|only| only == *s))
         {
             let stop = Arc::new(AtomicBool::new(false));
@@ -418,8 +409,10 @@ fn report(o: &Options, samples: &[(usize, Stack, Sample)], started: Instant) {
             "threads not pinned"
         }
     );
-    let breakdown: &[Stack] = if o.breakdown { &Stack::BREAKDOWN } else { &[] };
-    for stack in Stack::ALL.into_iter().chain(breakdown.iter().copied()) {
+    for stack in Stack::ALL
+        .into_iter()
+        .chain(Stack::breakdown().filter(|_| o.breakdown))
+    {
         println!(
             "  {:<17} {:>9.0} req/s  {:>5.2} µs CPU/req  p50 {:>5.0} µs  p99 {:>5.0} µs  | 1 conn p50 {:>4.0} µs  p99 {:>4.0} µs",
             stack.name(),
@@ -513,7 +506,7 @@ fn report_breakdown(
     };
     println!("  server CPU per request added to bare axum, by part (median of the rounds):");
     let mut parts = serde_json::Map::new();
-    for stack in Stack::BREAKDOWN.into_iter().chain([Stack::Palisade]) {
+    for stack in Stack::breakdown().chain([Stack::Palisade]) {
         let us = added_cpu(stack);
         println!("    {:<17} {us:>+6.2} µs", stack.name());
         parts.insert(
