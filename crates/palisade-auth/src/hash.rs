@@ -4,10 +4,23 @@
 //!   p = 1, 32-byte output, 16-byte random salt), stored as a PHC string.
 //! - **A bounded pool**: hashing runs on dedicated threads — one per CPU core
 //!   by default — never on the async runtime's workers. Each thread keeps its
-//!   argon2 memory between jobs (no 19 MiB allocation per hash). Jobs wait in
-//!   a bounded queue; a full queue, or a job that waited longer than the
-//!   queue timeout, is refused with [`HashError::Busy`] (answer 503). A job
-//!   whose caller went away (client disconnected) is skipped.
+//!   argon2 memory between jobs (no 19 MiB allocation per hash).
+//! - **A queue bounded by time**: a job is accepted when its estimated wait
+//!   (the jobs ahead of it ÷ workers × the measured time of one job, a moving
+//!   average kept by the workers) is within the queue timeout (2 s): a burst
+//!   of ordinary logins waits its turn instead of being refused. Beyond that,
+//!   or when a job still waited longer than the timeout, the answer is
+//!   [`HashError::Busy`] with a `Retry-After` from the estimated wait (answer
+//!   503). A hard cap on queued jobs bounds memory whatever the estimate. A
+//!   job whose caller went away (client disconnected) is skipped. The count
+//!   of pending jobs is exact: taken before a job is sent, given back when a
+//!   send fails or a worker is done with it.
+//! - **NFKC**: passwords are hashed and verified in Unicode NFKC form, the
+//!   form the password policy measures, so the same password typed on two
+//!   keyboards verifies. A hash stored from a non-NFKC password still
+//!   verifies (its typed form is tried second, for every password that is
+//!   not NFKC, known account or not) and [`Verdict::MatchUnnormalised`] says
+//!   to rehash it.
 //! - **A ceiling on stored parameters**: `m`, `t`, `p`, output and salt
 //!   lengths read from a stored hash are checked before anything is
 //!   allocated, so a tampered or imported hash cannot make a verification
@@ -43,7 +56,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -53,12 +66,16 @@ use argon2::{Algorithm, Argon2, Block, Params, ParamsBuilder, Version};
 use palisade_core::ConfigError;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use tokio::sync::oneshot;
+use unicode_normalization::UnicodeNormalization;
 
 /// The longest password the hasher accepts, in bytes; longer ones are
 /// refused before any work ([`HashError::TooLong`]).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// The longest PHC string accepted from storage.
 const MAX_PHC_LEN: usize = 512;
+/// The most jobs that may wait by default, whatever their estimated wait:
+/// bounds the memory a flood can pin (a job holds a password and a hash).
+pub const MAX_QUEUE: usize = 4096;
 
 /// Argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +130,11 @@ impl Default for Ceiling {
 pub enum HashError {
     /// The pool is saturated: answer 503 with `Retry-After`.
     #[error("the password hashing pool is busy")]
-    Busy,
+    Busy {
+        /// The estimated time until the jobs queued now are done (at least
+        /// one second).
+        retry_after: Duration,
+    },
     /// The password is longer than [`MAX_PASSWORD_BYTES`].
     #[error("the password is too long")]
     TooLong,
@@ -132,10 +153,15 @@ struct Pepper {
 }
 
 struct Config {
-    /// Jobs accepted and not finished (queued or running).
-    pending: std::sync::atomic::AtomicUsize,
-    /// Workers + queue: more pending jobs than this cannot be accepted.
+    /// Jobs accepted and not finished (queued or running): incremented before
+    /// a job is sent, decremented when the send fails or a worker is done.
+    pending: AtomicUsize,
+    /// Hashing threads.
+    workers: usize,
+    /// Workers + queue cap: more pending jobs than this are never accepted.
     capacity: usize,
+    /// A moving average of one job's time, in nanoseconds.
+    job_nanos: AtomicU64,
     nice: i32,
     params: HashParams,
     ceiling: Ceiling,
@@ -145,6 +171,30 @@ struct Config {
 }
 
 impl Config {
+    /// How long a job with `ahead` jobs pending before it waits for a thread.
+    fn wait_behind(&self, ahead: usize) -> Duration {
+        let rounds = u32::try_from(ahead / self.workers.max(1)).unwrap_or(u32::MAX);
+        Duration::from_nanos(self.job_nanos.load(Ordering::Relaxed)).saturating_mul(rounds)
+    }
+
+    /// `Err(retry_after)` when a job with `ahead` jobs before it must be
+    /// refused: too many jobs, or a wait beyond the queue timeout.
+    fn admit(&self, ahead: usize) -> Result<(), Duration> {
+        let wait = self.wait_behind(ahead);
+        if ahead >= self.capacity || wait > self.queue_timeout {
+            return Err(retry_after(wait));
+        }
+        Ok(())
+    }
+
+    /// Folds one finished job's time into the moving average (1/8 weight).
+    fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.job_nanos.load(Ordering::Relaxed);
+        let new = old - old / 8 + took / 8;
+        self.job_nanos.store(new.max(1), Ordering::Relaxed);
+    }
+
     fn pepper(&self, id: &[u8]) -> Option<&Pepper> {
         self.current
             .iter()
@@ -153,16 +203,47 @@ impl Config {
     }
 }
 
+/// Whole seconds, rounded up, at least one: a `Retry-After`.
+fn retry_after(wait: Duration) -> Duration {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
+}
+
 enum Task {
     Hash,
     Verify(String),
+}
+
+/// What a worker answers.
+enum Reply {
+    Hashed(String),
+    Verified(Verdict),
 }
 
 struct Job {
     task: Task,
     password: SecretString,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<Option<String>, HashError>>,
+    reply: oneshot::Sender<Result<Reply, HashError>>,
+}
+
+/// The result of verifying a password against a stored hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The password does not match.
+    Mismatch,
+    /// It matches (in its NFKC form).
+    Match,
+    /// It matches in the form it was typed, which is not NFKC: the hash was
+    /// stored before passwords were normalised. Rehash it.
+    MatchUnnormalised,
+}
+
+impl Verdict {
+    /// Whether the password matched, in either form.
+    pub fn is_match(self) -> bool {
+        !matches!(self, Self::Mismatch)
+    }
 }
 
 /// Builds a [`Hasher`].
@@ -171,7 +252,7 @@ pub struct HasherBuilder {
     params: HashParams,
     ceiling: Ceiling,
     workers: usize,
-    queue: usize,
+    queue: Option<usize>,
     queue_timeout: Duration,
     nice: i32,
     current: Option<Pepper>,
@@ -207,9 +288,12 @@ impl HasherBuilder {
         self
     }
 
-    /// Jobs that may wait for a thread (default 4 per thread).
+    /// The most jobs that may wait for a thread, whatever their estimated
+    /// wait. By default the pool measures one hash at start-up and holds
+    /// what the workers can finish within the queue timeout, at most
+    /// [`MAX_QUEUE`]; jobs are admitted by their estimated wait either way.
     pub fn queue(mut self, n: usize) -> Self {
-        self.queue = n;
+        self.queue = Some(n);
         self
     }
 
@@ -220,7 +304,8 @@ impl HasherBuilder {
         self
     }
 
-    /// How long a job may wait before it is refused (default 2 s).
+    /// How long a job may wait before it is refused (default 2 s): jobs whose
+    /// estimated wait is longer are refused at once.
     pub fn queue_timeout(mut self, d: Duration) -> Self {
         self.queue_timeout = d;
         self
@@ -278,17 +363,41 @@ impl HasherBuilder {
                 ));
             }
         }
-        let config = Arc::new(Config {
-            pending: std::sync::atomic::AtomicUsize::new(0),
-            capacity: self.workers + self.queue,
+        let mut config = Config {
+            pending: AtomicUsize::new(0),
+            workers: self.workers,
+            capacity: 0,
+            job_nanos: AtomicU64::new(1),
             nice: self.nice,
             params: p,
             ceiling: self.ceiling,
             queue_timeout: self.queue_timeout,
             current: self.current,
             previous: self.previous,
+        };
+        // The dummy: a random password hashed with the live parameters. Its
+        // time is the first estimate of a job's.
+        let mut random = [0u8; 24];
+        getrandom::fill(&mut random)
+            .map_err(|_| ConfigError::new("hash.dummy", "no randomness available"))?;
+        let dummy_password = SecretString::from(base64_lite(&random));
+        let mut blocks = vec![Block::default(); block_count(config.params.m_kib)];
+        let started = Instant::now();
+        let dummy = hash_with(&config, &dummy_password, &mut blocks)
+            .map_err(|_| ConfigError::new("hash.dummy", "could not create the dummy hash"))?;
+        let one_hash = started.elapsed().max(Duration::from_nanos(1));
+        drop(blocks);
+        config.job_nanos = AtomicU64::new(u64::try_from(one_hash.as_nanos()).unwrap_or(u64::MAX));
+        let queue = self.queue.unwrap_or_else(|| {
+            let per_worker = self.queue_timeout.as_nanos() / one_hash.as_nanos();
+            let fits = per_worker.saturating_mul(self.workers as u128);
+            usize::try_from(fits)
+                .unwrap_or(MAX_QUEUE)
+                .clamp(self.workers, MAX_QUEUE)
         });
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(self.queue);
+        config.capacity = self.workers + queue;
+        let config = Arc::new(config);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..self.workers {
             let (config, rx) = (Arc::clone(&config), Arc::clone(&rx));
@@ -297,14 +406,6 @@ impl HasherBuilder {
                 .spawn(move || worker(&config, &rx))
                 .map_err(|_| ConfigError::new("hash.workers", "could not start a thread"))?;
         }
-        // The dummy: a random password hashed with the live parameters.
-        let mut random = [0u8; 24];
-        getrandom::fill(&mut random)
-            .map_err(|_| ConfigError::new("hash.dummy", "no randomness available"))?;
-        let dummy_password = SecretString::from(base64_lite(&random));
-        let mut blocks = vec![Block::default(); block_count(config.params.m_kib)];
-        let dummy = hash_with(&config, &dummy_password, &mut blocks)
-            .map_err(|_| ConfigError::new("hash.dummy", "could not create the dummy hash"))?;
         Ok(Hasher {
             tx,
             dummy: Arc::from(dummy),
@@ -361,7 +462,7 @@ impl Hasher {
             params: HashParams::default(),
             ceiling: Ceiling::default(),
             workers: cores,
-            queue: cores * 4,
+            queue: None,
             queue_timeout: Duration::from_secs(2),
             nice: 10,
             current: None,
@@ -369,12 +470,39 @@ impl Hasher {
         }
     }
 
-    /// Whether every thread is busy and the queue is full: a caller can
+    /// Whether a job submitted now would be refused (its estimated wait is
+    /// beyond the queue timeout, or the queue is at its cap): a caller can
     /// answer 503 at once, before reading the database or reserving a
     /// lockout slot, so a login flood is shed cheaply. Advisory: a job
     /// submitted anyway may still be refused with [`HashError::Busy`].
     pub fn saturated(&self) -> bool {
-        self.config.pending.load(Ordering::Relaxed) >= self.config.capacity
+        self.config
+            .admit(self.config.pending.load(Ordering::Acquire))
+            .is_err()
+    }
+
+    /// The estimated time until the jobs pending now are done, in whole
+    /// seconds and at least one: the `Retry-After` of a refusal.
+    pub fn retry_after(&self) -> Duration {
+        retry_after(
+            self.config
+                .wait_behind(self.config.pending.load(Ordering::Acquire)),
+        )
+    }
+
+    /// Jobs accepted and not finished (queued or running).
+    pub fn pending(&self) -> usize {
+        self.config.pending.load(Ordering::Acquire)
+    }
+
+    /// The most jobs that can be pending at once (workers + queue cap).
+    pub fn capacity(&self) -> usize {
+        self.config.capacity
+    }
+
+    /// The moving average of one job's time on the pool's threads.
+    pub fn job_time(&self) -> Duration {
+        Duration::from_nanos(self.config.job_nanos.load(Ordering::Relaxed))
     }
 
     /// The parameters of new hashes.
@@ -382,13 +510,17 @@ impl Hasher {
         self.config.params
     }
 
-    async fn submit(
-        &self,
-        task: Task,
-        password: &SecretString,
-    ) -> Result<Option<String>, HashError> {
+    async fn submit(&self, task: Task, password: &SecretString) -> Result<Reply, HashError> {
         if password.expose_secret().len() > MAX_PASSWORD_BYTES {
             return Err(HashError::TooLong);
+        }
+        // Count the job before it can reach a worker, so the worker's
+        // decrement always follows this increment: the count stays exact.
+        let ahead = self.config.pending.fetch_add(1, Ordering::AcqRel);
+        let undo = || self.config.pending.fetch_sub(1, Ordering::AcqRel);
+        if let Err(retry_after) = self.config.admit(ahead) {
+            undo();
+            return Err(HashError::Busy { retry_after });
         }
         let (reply, rx) = oneshot::channel();
         let job = Job {
@@ -398,40 +530,63 @@ impl Hasher {
             reply,
         };
         match self.tx.try_send(job) {
-            Ok(()) => {
-                self.config.pending.fetch_add(1, Ordering::Relaxed);
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                undo();
+                return Err(HashError::Busy {
+                    retry_after: retry_after(self.config.wait_behind(ahead)),
+                });
             }
-            Err(TrySendError::Full(_)) => return Err(HashError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(HashError::Internal),
+            Err(TrySendError::Disconnected(_)) => {
+                undo();
+                return Err(HashError::Internal);
+            }
         }
         rx.await.map_err(|_| HashError::Internal)?
     }
 
-    /// Hashes a new password into a PHC string.
+    /// Hashes a new password (its NFKC form) into a PHC string.
     pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
-        self.submit(Task::Hash, password)
-            .await?
-            .ok_or(HashError::Internal)
+        match self.submit(Task::Hash, password).await? {
+            Reply::Hashed(phc) => Ok(phc),
+            Reply::Verified(_) => Err(HashError::Internal),
+        }
     }
 
-    /// Whether `password` matches the stored `phc` (in constant time).
+    /// Whether `password` matches the stored `phc` (in constant time), in its
+    /// NFKC form or as typed.
     pub async fn verify(&self, password: &SecretString, phc: &str) -> Result<bool, HashError> {
+        self.check(password, phc).await.map(Verdict::is_match)
+    }
+
+    /// Verifies `password` against the stored `phc` and says in which form
+    /// it matched: [`Verdict::MatchUnnormalised`] means rehash (as does
+    /// [`Hasher::needs_rehash`]).
+    pub async fn check(&self, password: &SecretString, phc: &str) -> Result<Verdict, HashError> {
         if phc.len() > MAX_PHC_LEN {
             return Err(HashError::InvalidHash);
         }
         // Refuse over-ceiling hashes here, before the job is queued.
         check_stored(&self.config, phc)?;
-        Ok(self
-            .submit(Task::Verify(phc.to_owned()), password)
-            .await?
-            .is_some())
+        match self.submit(Task::Verify(phc.to_owned()), password).await? {
+            Reply::Verified(verdict) => Ok(verdict),
+            Reply::Hashed(_) => Err(HashError::Internal),
+        }
     }
 
     /// Runs a full verification against the dummy hash (always "no"): what
-    /// a login does for an account that does not exist.
+    /// a login does for an account that does not exist. The dummy hash uses
+    /// exactly the live parameters and pepper, and a non-NFKC password is
+    /// tried in both forms as for a real account, so the work is the same.
     pub async fn verify_dummy(&self, password: &SecretString) -> Result<(), HashError> {
         let dummy = self.dummy.to_string();
-        self.verify(password, &dummy).await.map(drop)
+        self.check(password, &dummy).await.map(drop)
+    }
+
+    /// The dummy hash (a random password hashed with the live parameters at
+    /// start-up): to check that it matches the policy.
+    pub fn dummy_hash(&self) -> &str {
+        &self.dummy
     }
 
     /// Whether a stored hash is weaker than the policy (or uses a pepper
@@ -506,9 +661,10 @@ fn hash_with(
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|_| HashError::Internal)?;
     let mut out = [0u8; 32];
+    let normalised = SecretString::from(nfkc(password.expose_secret()));
     context(config, params.clone())?
         .hash_password_into_with_memory(
-            password.expose_secret().as_bytes(),
+            normalised.expose_secret().as_bytes(),
             &salt,
             &mut out,
             blocks,
@@ -527,9 +683,33 @@ fn hash_with(
     Ok(hash.to_string())
 }
 
+/// The NFKC form of a password.
+fn nfkc(password: &str) -> String {
+    password.nfkc().collect()
+}
+
+/// Verifies the NFKC form of `password`, then, when it is not NFKC, the
+/// form as typed (hashes stored before normalisation).
 fn verify_with(
     config: &Config,
     password: &SecretString,
+    phc: &str,
+    blocks: &mut Vec<Block>,
+) -> Result<Verdict, HashError> {
+    let typed = password.expose_secret();
+    let normalised = SecretString::from(nfkc(typed));
+    if verify_form(config, normalised.expose_secret(), phc, blocks)? {
+        return Ok(Verdict::Match);
+    }
+    if normalised.expose_secret() != typed && verify_form(config, typed, phc, blocks)? {
+        return Ok(Verdict::MatchUnnormalised);
+    }
+    Ok(Verdict::Mismatch)
+}
+
+fn verify_form(
+    config: &Config,
+    password: &str,
     phc: &str,
     blocks: &mut Vec<Block>,
 ) -> Result<bool, HashError> {
@@ -555,21 +735,20 @@ fn verify_with(
         temporary.as_mut_slice()
     };
     context(config, params)?
-        .hash_password_into_with_memory(password.expose_secret().as_bytes(), salt, out, memory)
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, memory)
         .map_err(|_| HashError::InvalidHash)?;
     let computed = Output::new(out).map_err(|_| HashError::InvalidHash)?;
     // `Output`'s equality is constant-time.
     Ok(computed == expected)
 }
 
-/// Decrements the pending count when a job is done with.
-struct Finished<'a>(&'a std::sync::atomic::AtomicUsize);
+/// Decrements the pending count when a job is done with (whatever happens
+/// to it, a panic in argon2 included).
+struct Finished<'a>(&'a AtomicUsize);
 
 impl Drop for Finished<'_> {
     fn drop(&mut self) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -601,22 +780,28 @@ fn worker(config: &Config, rx: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
-        // Counted as finished whatever happens below (the decrement may run
-        // just before the submitter's increment: `saturating` reads cope).
+        // Counted as finished whatever happens below; the submitter counted
+        // it before sending, so this decrement never comes first.
         let _done = Finished(&config.pending);
         if job.reply.is_closed() {
             continue;
         }
-        if job.enqueued.elapsed() > config.queue_timeout {
-            let _ = job.reply.send(Err(HashError::Busy));
+        let waited = job.enqueued.elapsed();
+        if waited > config.queue_timeout {
+            let wait = config.wait_behind(config.pending.load(Ordering::Acquire));
+            let _ = job.reply.send(Err(HashError::Busy {
+                retry_after: retry_after(wait),
+            }));
             continue;
         }
+        let started = Instant::now();
         let result = match &job.task {
-            Task::Hash => hash_with(config, &job.password, &mut blocks).map(Some),
+            Task::Hash => hash_with(config, &job.password, &mut blocks).map(Reply::Hashed),
             Task::Verify(phc) => {
-                verify_with(config, &job.password, phc, &mut blocks).map(|ok| ok.then(String::new))
+                verify_with(config, &job.password, phc, &mut blocks).map(Reply::Verified)
             }
         };
+        config.record(started.elapsed());
         let _ = job.reply.send(result);
     }
 }

@@ -10,8 +10,8 @@
 //!
 //! **Refresh tokens** are 256 random bits, base64url; only their SHA-256 is
 //! stored ([`RefreshToken::hash`]), so a database leak does not yield usable
-//! tokens. Rotation and family revocation are the caller's storage concern
-//! (the reference backend keeps them in SQL); [`Revocations`] marks revoked
+//! tokens. Rotation and family revocation are [`crate::session`]'s (over a
+//! [`RefreshStore`](crate::session::RefreshStore)); [`Revocations`] marks revoked
 //! access tokens and families in the shared store until they expire, so
 //! logout takes effect on every instance at once, and can end every session
 //! of a user at once (a "revoked before" time: blocked account, password
@@ -244,7 +244,23 @@ impl Jwt {
 
     /// Issues an access token for user `sub` in refresh family `family`.
     pub fn issue(&self, sub: &str, family: &str) -> Result<IssuedToken, JwtError> {
-        let now = self.now();
+        self.issue_at(sub, family, self.now())
+    }
+
+    /// The UNIX time (seconds) on the token clock.
+    pub(crate) fn unix_now(&self) -> u64 {
+        self.now()
+    }
+
+    /// Issues a token whose times start at `now` (UNIX seconds): a rotation
+    /// takes its time before it commits, so the token can never outlive a
+    /// revocation mark set after the commit.
+    pub(crate) fn issue_at(
+        &self,
+        sub: &str,
+        family: &str,
+        now: u64,
+    ) -> Result<IssuedToken, JwtError> {
         let claims = Claims {
             sub: sub.to_owned(),
             iat: now,
@@ -398,13 +414,37 @@ impl Revocations {
             .await
     }
 
-    /// Revokes one access token until its expiry.
-    pub async fn revoke_token(&self, claims: &Claims, now_unix: u64) -> Result<(), StoreError> {
+    /// The mark that revokes one access token until its expiry.
+    fn token_mark(claims: &Claims, now_unix: u64) -> Settle<'_> {
         let ttl =
             Duration::from_secs(claims.exp.saturating_sub(now_unix).max(1) + MAX_LEEWAY.as_secs());
-        let key = Key::new(JTI).with(Part::Str(&claims.jti));
+        Settle::Mark(Key::new(JTI).with(Part::Str(&claims.jti)), ttl)
+    }
+
+    /// Revokes one access token until its expiry.
+    pub async fn revoke_token(&self, claims: &Claims, now_unix: u64) -> Result<(), StoreError> {
         self.store
-            .settle(self.tag, &[Settle::Mark(key, ttl)], Source::Primary)
+            .settle(
+                self.tag,
+                &[Self::token_mark(claims, now_unix)],
+                Source::Primary,
+            )
+            .await
+    }
+
+    /// Revokes one access token and every token of its refresh family
+    /// (logout): both marks in one store round trip.
+    pub async fn revoke_session(&self, claims: &Claims, now_unix: u64) -> Result<(), StoreError> {
+        let family = Key::new(FAMILY).with(Part::Str(&claims.fam));
+        self.store
+            .settle(
+                self.tag,
+                &[
+                    Self::token_mark(claims, now_unix),
+                    Settle::Mark(family, self.access_ttl + MAX_LEEWAY),
+                ],
+                Source::Primary,
+            )
             .await
     }
 

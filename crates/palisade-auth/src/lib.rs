@@ -39,4 +39,27 @@ pub mod hash;
 pub mod jwt;
 pub mod layer;
 pub mod lockout;
+pub mod login;
 pub mod password;
+pub mod session;
+
+pub use hash::{HashError, HashParams, Hasher};
+pub use jwt::{Claims, Jwt, JwtConfig, Revocations};
+pub use layer::{AuthLayer, AuthUser};
+pub use lockout::{Lockout, LockoutPolicy};
+pub use login::{LoggedIn, Login, LoginError, PasswordError, StoredUser, UserDirectory};
+pub use password::PasswordPolicy;
+pub use session::{MemoryRefreshStore, RefreshStore, SessionError, Sessions, TokenPair};
+
+/// A user or refresh-token store failed (a database error). It is logged,
+/// never sent to clients; implementations must not put secrets in it.
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StorageError(Box<dyn std::error::Error + Send + Sync>);
+
+impl StorageError {
+    /// Wraps the store's own error.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(error.into())
+    }
+}

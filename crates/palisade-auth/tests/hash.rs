@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use palisade_auth::hash::{Ceiling, HashError, HashParams, Hasher, calibrate};
+use palisade_auth::hash::{Ceiling, HashError, HashParams, Hasher, Verdict, calibrate};
 use secrecy::{SecretBox, SecretString};
 
 /// Small parameters: debug builds of argon2 are slow.
@@ -131,7 +131,7 @@ async fn a_saturated_pool_answers_busy_instead_of_queueing_forever() {
     let results = join_all(jobs).await;
     let busy = results
         .iter()
-        .filter(|r| **r == Err(HashError::Busy))
+        .filter(|r| matches!(r, Err(HashError::Busy { .. })))
         .count();
     let done = results.iter().filter(|r| r.is_ok()).count();
     assert!(busy >= 7, "{busy} busy");
@@ -153,7 +153,7 @@ async fn jobs_that_waited_past_the_queue_timeout_are_refused() {
     assert!(
         results
             .iter()
-            .filter(|r| **r == Err(HashError::Busy))
+            .filter(|r| matches!(r, Err(HashError::Busy { .. })))
             .count()
             >= 3
     );
@@ -202,11 +202,13 @@ async fn saturation_is_visible_before_submitting() {
             tokio::spawn(async move {
                 for _ in 0..2000 {
                     match hasher.hash(&pw("a password to hash")).await {
-                        Err(HashError::Busy) => tokio::time::sleep(Duration::from_millis(1)).await,
+                        Err(HashError::Busy { .. }) => {
+                            tokio::time::sleep(Duration::from_millis(1)).await
+                        }
                         other => return other,
                     }
                 }
-                Err(HashError::Busy)
+                Err(HashError::Internal)
             })
         })
         .collect();
@@ -286,5 +288,143 @@ fn hashing_threads_run_below_the_runtime() {
             .filter(|n| **n != 0)
             .count(),
         0
+    );
+}
+
+#[tokio::test]
+async fn passwords_are_hashed_in_nfkc_form_and_unnormalised_old_hashes_still_verify() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let hasher = Hasher::builder().params(FAST).build().unwrap();
+    let wide = "ｃｏｒｒｅｃｔ\u{3000}ｈｏｒｓｅ ｂａｔｔｅｒｙ";
+    let plain = "correct horse battery";
+    let phc = hasher.hash(&pw(wide)).await.unwrap();
+    assert_eq!(
+        hasher.check(&pw(plain), &phc).await.unwrap(),
+        Verdict::Match
+    );
+    assert_eq!(hasher.check(&pw(wide), &phc).await.unwrap(), Verdict::Match);
+    assert_eq!(
+        hasher.check(&pw("correct horse"), &phc).await.unwrap(),
+        Verdict::Mismatch
+    );
+    // A hash stored before normalisation: of the bytes as typed.
+    let params = argon2::Params::new(FAST.m_kib, FAST.t, FAST.p, Some(32)).unwrap();
+    let legacy = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(
+            wide.as_bytes(),
+            &SaltString::encode_b64(b"sixteen byte slt").unwrap(),
+        )
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        hasher.check(&pw(wide), &legacy).await.unwrap(),
+        Verdict::MatchUnnormalised
+    );
+    assert!(hasher.verify(&pw(wide), &legacy).await.unwrap());
+    assert_eq!(
+        hasher.check(&pw(plain), &legacy).await.unwrap(),
+        Verdict::Mismatch
+    );
+}
+
+#[test]
+fn the_pending_count_is_exact_after_a_multithreaded_stress() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Tiny parameters: jobs finish in microseconds, so workers often finish
+    // a job while its submitter is still between the send and the next
+    // statement — the window where the old count leaked.
+    let hasher = Hasher::builder()
+        .params(HashParams::new(8, 1, 1))
+        .workers(2)
+        .queue(16)
+        .nice(0)
+        .build()
+        .unwrap();
+    let (done, busy) = rt.block_on(async {
+        let tasks: Vec<_> = (0..8u32)
+            .map(|t| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move {
+                    let (mut done, mut busy) = (0u32, 0u32);
+                    for i in 0..5_000u32 {
+                        let password = pw("stress password");
+                        if (i + t) % 7 == 0 {
+                            // Abandon the job after its first poll: the
+                            // worker skips it and must still count it done.
+                            let _ = futures_util::FutureExt::now_or_never(hasher.hash(&password));
+                        } else {
+                            match hasher.hash(&password).await {
+                                Ok(_) => done += 1,
+                                Err(HashError::Busy { .. }) => busy += 1,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                    (done, busy)
+                })
+            })
+            .collect();
+        let mut totals = (0, 0);
+        for t in tasks {
+            let (d, b) = t.await.unwrap();
+            totals = (totals.0 + d, totals.1 + b);
+        }
+        totals
+    });
+    assert!(done > 10_000, "{done} hashed, {busy} busy");
+    // The workers decrement just after replying: wait (bounded) for the last.
+    let mut pending = hasher.pending();
+    for _ in 0..10_000 {
+        if pending == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        pending = hasher.pending();
+    }
+    assert_eq!(pending, 0, "no job may leak from the count");
+    assert!(!hasher.saturated());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_is_bounded_by_time_not_by_a_small_count() {
+    // One thread; ~1-5 ms a hash: the default queue holds what it finishes
+    // within the 2 s queue timeout, so a burst of 64 is served in full.
+    let hasher = Hasher::builder()
+        .params(HashParams::new(4096, 1, 1))
+        .workers(1)
+        .build()
+        .unwrap();
+    assert!(hasher.capacity() > 64, "capacity {}", hasher.capacity());
+    let burst = pw("a burst of logins");
+    let results = join_all((0..64).map(|_| hasher.hash(&burst))).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    // With a 30 ms timeout, only what fits in 30 ms is accepted; the rest is
+    // refused at once with a Retry-After of at least a second.
+    let hasher = Hasher::builder()
+        .params(HashParams::new(4096, 1, 1))
+        .workers(1)
+        .queue_timeout(Duration::from_millis(30))
+        .build()
+        .unwrap();
+    let flood = pw("a flood of logins");
+    let results = join_all((0..200).map(|_| hasher.hash(&flood))).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let busy: Vec<Duration> = results
+        .iter()
+        .filter_map(|r| match r {
+            Err(HashError::Busy { retry_after }) => Some(*retry_after),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ok + busy.len(), 200);
+    assert!(ok >= 1 && busy.len() > 100, "{ok} ok, {} busy", busy.len());
+    assert!(
+        busy.iter()
+            .all(|d| *d >= Duration::from_secs(1) && d.subsec_nanos() == 0)
     );
 }

@@ -5,6 +5,8 @@
 //!   limiter key that groups IPv6 clients by prefix;
 //! - [`clock`]: injectable time, so tests move a clock instead of sleeping;
 //! - [`request_id`]: the validated request id that correlates responses and logs;
+//! - [`identifier`]: the one normalisation of login identifiers (trim, NFKC,
+//!   lower case) shared by logins, lockouts, limits and user stores;
 //! - [`principal`]: the authenticated caller, set by an auth layer, read by others;
 //! - [`body`] and [`future`]: the response body and future of layers that can
 //!   answer on their own;
@@ -30,6 +32,7 @@ pub mod client_ip;
 pub mod clock;
 mod error;
 pub mod future;
+pub mod identifier;
 pub mod principal;
 pub mod problem;
 pub mod request_id;
@@ -37,6 +40,7 @@ pub mod request_id;
 pub use client_ip::{ClientIp, ClientIpLayer, ClientIpResolver};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::ConfigError;
+pub use identifier::normalize_identifier;
 pub use principal::Principal;
 pub use problem::{FieldError, ProblemDetails, ProblemType, Rejection};
 pub use request_id::RequestId;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use http::request::Parts;
 use ipnet::IpNet;
-use palisade_core::{ClientIp, Principal};
+use palisade_core::{ClientIp, Principal, normalize_identifier};
 use palisade_store::{Key, MAX_PARTS, Part};
 
 type Custom = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -59,12 +59,6 @@ pub struct KeyBy {
     sources: Vec<Source>,
 }
 
-/// Trims and lower-cases: `" Bob@Example.COM "` and `"bob@example.com"` are
-/// one account.
-pub fn normalize_identifier(value: &str) -> String {
-    value.trim().to_lowercase()
-}
-
 impl KeyBy {
     fn one(source: Source) -> Self {
         Self {
@@ -86,6 +80,13 @@ impl KeyBy {
 
     /// The authenticated user ([`Principal`]); the policy does not apply to
     /// anonymous requests.
+    ///
+    /// Leave the routes a user defends the account with — logout, "log out
+    /// everywhere", refresh, password change — out of a per-user quota
+    /// ([`Policy::except_routes`](crate::Policy::except_routes)) and give them
+    /// a policy of their own: the quota is shared by every token of the user,
+    /// so anyone holding one stolen access token could otherwise drain it and
+    /// make the owner's logout or password change answer 429.
     pub fn user() -> Self {
         Self::one(Source::User)
     }
@@ -101,7 +102,9 @@ impl KeyBy {
         Self::one(Source::Header(name))
     }
 
-    /// A top-level string field of a JSON body, trimmed and lower-cased. The
+    /// A top-level string field of a JSON body, normalised with
+    /// [`normalize_identifier`] (trimmed, NFKC, lower-cased) like the login
+    /// flow and the lockout normalise it. The
     /// body is buffered (up to the layer's `max_body`) and handed on intact.
     /// The policy does not apply when the body is not JSON or lacks the field.
     pub fn json_field(name: &str) -> Self {

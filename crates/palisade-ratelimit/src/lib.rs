@@ -37,6 +37,7 @@ pub mod layer;
 pub mod policy;
 
 pub use concurrency::ClientConcurrencyLayer;
-pub use key::{KeyBy, normalize_identifier};
+pub use key::KeyBy;
 pub use layer::{RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitLayer, RateLimitService};
+pub use palisade_core::normalize_identifier;
 pub use policy::Policy;

@@ -39,6 +39,7 @@ pub struct Policy {
     pub(crate) quota: Quota,
     pub(crate) key: KeyBy,
     routes: Option<Vec<String>>,
+    except_routes: Vec<String>,
     methods: Option<Vec<Method>>,
     pub(crate) fail: FailPolicy,
     pub(crate) headers: bool,
@@ -55,6 +56,7 @@ impl fmt::Debug for Policy {
             .field("quota", &self.quota)
             .field("key", &self.key)
             .field("routes", &self.routes)
+            .field("except_routes", &self.except_routes)
             .field("methods", &self.methods)
             .field("fail", &self.fail)
             .field("headers", &self.headers)
@@ -73,6 +75,7 @@ impl Policy {
             quota,
             key: KeyBy::client_ip(),
             routes: None,
+            except_routes: Vec::new(),
             methods: None,
             fail: FailPolicy::LocalFallback,
             headers: true,
@@ -97,6 +100,19 @@ impl Policy {
         S: Into<String>,
     {
         self.routes = Some(routes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Does not apply to these route patterns (matched like
+    /// [`Policy::routes`]): e.g. the self-defence routes of a per-user quota
+    /// (see [`KeyBy::user`]).
+    pub fn except_routes<I, S>(mut self, routes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.except_routes
+            .extend(routes.into_iter().map(Into::into));
         self
     }
 
@@ -161,13 +177,16 @@ impl Policy {
         {
             return false;
         }
-        if let Some(routes) = &self.routes {
-            let route = matched_route(parts);
-            if !routes.iter().any(|r| r == route) {
-                return false;
-            }
+        if self.routes.is_none() && self.except_routes.is_empty() {
+            return true;
         }
-        true
+        let route = matched_route(parts);
+        if self.except_routes.iter().any(|r| r == route) {
+            return false;
+        }
+        self.routes
+            .as_ref()
+            .is_none_or(|routes| routes.iter().any(|r| r == route))
     }
 
     pub(crate) fn bypassed(&self, parts: &Parts) -> bool {

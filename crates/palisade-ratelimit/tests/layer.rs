@@ -508,3 +508,56 @@ async fn concurrent_requests_per_client_are_capped() {
     let res = app.oneshot(req("192.0.2.1")).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "the slots were given back");
 }
+
+#[tokio::test]
+async fn a_drained_per_user_quota_never_blocks_the_excepted_self_defence_routes() {
+    let (_clock, store) = memory();
+    let limits = RateLimit::new(store)
+        .policy(
+            Policy::new("api", Quota::per_minute(3))
+                .key(KeyBy::user())
+                .except_routes(["/auth/logout"]),
+        )
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/me", get(|| async { "me" }))
+        .route("/auth/logout", post(|| async { "bye" }))
+        .layer(limits)
+        .layer(
+            ServiceBuilder::new()
+                .map_request(|mut req: Request<Body>| {
+                    req.extensions_mut().insert(Principal::new("victim"));
+                    req
+                })
+                .layer(ClientIpLayer::new(ClientIpResolver::default())),
+        );
+    // Someone holding another of the victim's tokens drains the quota.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let res = status(
+            &app,
+            from("203.0.113.9", Request::get("/me"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    for _ in 0..5 {
+        let res = status(
+            &app,
+            from("198.51.100.7", Request::post("/auth/logout"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "logout is not under the user quota"
+        );
+        assert!(res.headers().get("ratelimit-policy").is_none());
+    }
+}

@@ -23,11 +23,11 @@ use palisade::prelude::*;
 use palisade::ratelimit::{KeyBy, Policy, RateLimit, RateLimitLayer};
 use palisade::store::{FailPolicy, MemoryStore, Quota, RedisOptions, Store};
 use palisade::telemetry::{Metrics, Readiness};
-use palisade_auth::hash::Hasher;
-use palisade_auth::jwt::{Jwt, JwtConfig, Revocations};
-use palisade_auth::layer::AuthLayer;
-use palisade_auth::lockout::{Lockout, LockoutPolicy};
-use palisade_auth::password::PasswordPolicy;
+use palisade_auth::session::sqlite::SqliteRefreshStore;
+use palisade_auth::{
+    AuthLayer, Hasher, Jwt, JwtConfig, Lockout, LockoutPolicy, Login, PasswordPolicy, Revocations,
+    Sessions,
+};
 use palisade_config::keys::KeyRing;
 use palisade_config::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -41,6 +41,8 @@ pub use settings::Settings;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The deadline of each readiness check.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often expired refresh tokens are deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -76,10 +78,7 @@ impl AppState {
         settings: &Settings,
         clock: palisade::core::SharedClock,
     ) -> Result<Self, ConfigError> {
-        let auth = auth::AuthState {
-            auth: std::sync::Arc::new(build_auth(settings, &store, clock)?),
-            db: db.clone(),
-        };
+        let auth = build_auth(settings, db, &store, clock)?;
         let readiness = Readiness::new();
         let ready_store = store.clone();
         readiness.register("store", READY_CHECK_TIMEOUT, move || {
@@ -112,6 +111,11 @@ impl AppState {
     /// The store of limits (and, later, lockouts and revocations).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The sessions (refresh tokens, logout).
+    pub fn sessions(&self) -> &Sessions<SqliteRefreshStore> {
+        &self.auth.sessions
     }
 
     /// Marks the service as draining: `/ready` answers 503 from now on.
@@ -149,7 +153,8 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// Opens (creating on first run) the SQLite database and applies the embedded migrations.
+/// Opens (creating on first run) the SQLite database and applies the
+/// embedded migrations and the refresh-token store's schema.
 pub async fn open_database(settings: &Settings) -> Result<SqlitePool, RunError> {
     create_private_dir(&settings.data_dir).map_err(RunError::DataDir)?;
     let options = SqliteConnectOptions::from_str(&settings.database_url)
@@ -167,6 +172,10 @@ pub async fn open_database(settings: &Settings) -> Result<SqlitePool, RunError> 
         .run(&pool)
         .await
         .map_err(|e| RunError::Database(e.into()))?;
+    SqliteRefreshStore::new(pool.clone())
+        .migrate()
+        .await
+        .map_err(|e| RunError::Database(sqlx::Error::Protocol(e.to_string())))?;
     Ok(pool)
 }
 
@@ -184,26 +193,34 @@ pub const JWT_ISSUER: &str = "palisade-reference-backend";
 /// The JWT audience of the reference backend.
 pub const JWT_AUDIENCE: &str = "palisade-reference-api";
 
-/// The auth services over the shared store: tokens signed with
-/// `APP_JWT_SECRET`, lockout and revocations in the store, the hashing pool
-/// at OWASP parameters (one thread per core), the password policy.
+/// The auth flows: tokens signed with `APP_JWT_SECRET`; lockout and
+/// revocations in the shared store; the hashing pool at OWASP parameters
+/// (one thread per core, queue bounded by 2 s of work); the password policy;
+/// users and refresh tokens in the database.
 pub fn build_auth(
     settings: &Settings,
+    db: &SqlitePool,
     store: &Store,
     clock: palisade::core::SharedClock,
-) -> Result<auth::Auth, ConfigError> {
+) -> Result<auth::AuthState, ConfigError> {
     let jwt = Jwt::new(
         KeyRing::new(settings.jwt_key.clone()),
         JwtConfig::new(JWT_ISSUER, JWT_AUDIENCE),
     )?
     .with_clock(std::sync::Arc::clone(&clock));
+    let jwt = std::sync::Arc::new(jwt);
     let revocations = Revocations::new(store.clone(), jwt.access_ttl());
-    Ok(auth::Auth {
-        jwt: std::sync::Arc::new(jwt),
-        revocations,
-        lockout: Lockout::new(store.clone(), LockoutPolicy::default()),
-        hasher: Hasher::builder().build()?,
-        policy: PasswordPolicy::default().service_name(auth::SERVICE_NAME),
+    let login = Login::with_policy(
+        auth::SqliteUsers::new(db.clone()),
+        Hasher::builder().build()?,
+        Lockout::new(store.clone(), LockoutPolicy::default()),
+        PasswordPolicy::default().service_name(auth::SERVICE_NAME),
+    );
+    let sessions = Sessions::new(SqliteRefreshStore::new(db.clone()), jwt, revocations);
+    Ok(auth::AuthState {
+        login,
+        sessions,
+        db: db.clone(),
         clock,
     })
 }
@@ -228,10 +245,20 @@ pub fn open_store(settings: &Settings) -> Result<Store, ConfigError> {
     }
 }
 
+/// The routes a user defends the account with: never under the per-user
+/// quota, which anyone holding one of the user's tokens can drain.
+pub const SELF_DEFENCE_ROUTES: [&str; 4] = [
+    "/auth/logout",
+    "/auth/logout-all",
+    "/auth/refresh",
+    "/auth/password",
+];
+
 /// The contract's rate limits ("Default limits"): any request 30/s burst 50
 /// per client IP; logins 5/min and registrations 3/min per client IP (fail
 /// closed when Redis is down, quota not advertised); authenticated API
-/// requests 100/min per user (once an auth layer sets the `Principal`).
+/// requests 100/min per user (once an auth layer sets the `Principal`),
+/// except the self-defence routes, which have their own per-IP quota.
 pub fn rate_limits(store: Store) -> Result<RateLimitLayer, ConfigError> {
     let post = || [axum::http::Method::POST];
     RateLimit::new(store)
@@ -250,7 +277,16 @@ pub fn rate_limits(store: Store) -> Result<RateLimitLayer, ConfigError> {
                 .fail(FailPolicy::FailClosed)
                 .hide_headers(),
         )
-        .policy(Policy::new("api", Quota::per_minute(100)).key(KeyBy::user()))
+        .policy(
+            Policy::new("session", Quota::per_minute(30))
+                .routes(SELF_DEFENCE_ROUTES)
+                .methods(post()),
+        )
+        .policy(
+            Policy::new("api", Quota::per_minute(100))
+                .key(KeyBy::user())
+                .except_routes(SELF_DEFENCE_ROUTES),
+        )
         .build()
 }
 
@@ -274,17 +310,19 @@ pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigErro
     metrics.register(|registry| {
         limits.register_metrics(registry);
         state.store.register_metrics(registry);
-        state.auth.auth.lockout.register_metrics(registry);
+        state.auth.login.lockout().register_metrics(registry);
     });
     let auth_layer = AuthLayer::new(
-        std::sync::Arc::clone(&state.auth.auth.jwt),
-        state.auth.auth.revocations.clone(),
+        std::sync::Arc::clone(state.auth.sessions.jwt()),
+        state.auth.sessions.revocations().clone(),
     );
     let auth_routes = Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/logout-all", post(auth::logout_all))
+        .route("/auth/password", post(auth::change_password))
         .route("/me", get(auth::me))
         .with_state(state.auth.clone());
     // Uploads may be 10 MiB; the JSON routes keep the stack's 1 MiB.
@@ -369,6 +407,19 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let store = open_store(&settings).map_err(RunError::Config)?;
     let state = AppState::new(&db, store, &settings).map_err(RunError::Config)?;
     let app = router(state.clone(), &settings).map_err(RunError::Config)?;
+    let sessions = state.sessions().clone();
+    // A failed pass is logged and retried at the next tick; the loop itself
+    // cannot fail.
+    let pruning = tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            every.tick().await;
+            match sessions.prune().await {
+                Ok(n) => tracing::debug!(deleted = n, "expired refresh tokens pruned"),
+                Err(e) => tracing::warn!(error = %e, "could not prune refresh tokens"),
+            }
+        }
+    });
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(RunError::Bind)?;
@@ -397,6 +448,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         result = server => result.map_err(RunError::Serve)?,
         () = deadline => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "drain deadline passed; dropping remaining requests"),
     }
+    pruning.abort();
     db.close().await;
     tracing::info!("stopped");
     Ok(())

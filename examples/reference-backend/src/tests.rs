@@ -186,7 +186,7 @@ mod auth_flow {
         );
         // After it, a replay of a spent token revokes the whole family.
         env.clock
-            .advance(auth::REUSE_GRACE + Duration::from_secs(1));
+            .advance(palisade_auth::session::REUSE_GRACE + Duration::from_secs(1));
         let (status, _) = call(
             &env.app,
             "POST",
