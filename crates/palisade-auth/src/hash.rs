@@ -780,15 +780,18 @@ fn worker(config: &Config, rx: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
-        // Counted as finished whatever happens below; the submitter counted
-        // it before sending, so this decrement never comes first.
-        let _done = Finished(&config.pending);
+        // Counted as finished whatever happens below (a panic included), and
+        // before its answer is sent, so a caller that has its answer never
+        // sees its own job pending. The submitter counted it before sending,
+        // so this decrement never comes first.
+        let done = Finished(&config.pending);
         if job.reply.is_closed() {
             continue;
         }
         let waited = job.enqueued.elapsed();
         if waited > config.queue_timeout {
             let wait = config.wait_behind(config.pending.load(Ordering::Acquire));
+            drop(done);
             let _ = job.reply.send(Err(HashError::Busy {
                 retry_after: retry_after(wait),
             }));
@@ -802,6 +805,7 @@ fn worker(config: &Config, rx: &Mutex<Receiver<Job>>) {
             }
         };
         config.record(started.elapsed());
+        drop(done);
         let _ = job.reply.send(result);
     }
 }

@@ -203,7 +203,7 @@ async fn saturation_is_visible_before_submitting() {
                 for _ in 0..2000 {
                     match hasher.hash(&pw("a password to hash")).await {
                         Err(HashError::Busy { .. }) => {
-                            tokio::time::sleep(Duration::from_millis(1)).await
+                            tokio::time::sleep(Duration::from_millis(1)).await;
                         }
                         other => return other,
                     }

@@ -1,0 +1,679 @@
+//! The session flows of the reference backend, black-box: a burst of
+//! ordinary logins, logout under a drained per-user quota, NFKC passwords,
+//! logout everywhere, password change, and refresh racing logout or a replay
+//! across two instances sharing Redis and one database.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code: a failed step is a failed test
+
+use std::hash::BuildHasher;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Barrier, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use palisade_security_tests::Backend;
+use palisade_security_tests::http::{Request, Response};
+use palisade_testkit::redis::RedisServer;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "violet quartz harbor timber";
+const NEW_PASSWORD: &str = "amber lantern copper meadow";
+/// The budget of the login burst (test 1).
+const BURST_BUDGET: Duration = Duration::from_secs(2);
+
+/// The timed burst runs alone: the other tests of this file hash passwords
+/// too, and on a small machine they would be what the burst measures.
+static TIMING: RwLock<()> = RwLock::new(());
+
+fn shared_cpu() -> RwLockReadGuard<'static, ()> {
+    TIMING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn exclusive_cpu() -> RwLockWriteGuard<'static, ()> {
+    TIMING.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A distinct client address for request `i` of test `test` (sent as
+/// `X-Forwarded-For`, honoured because 127.0.0.1 is a trusted proxy).
+fn client(test: u8, i: usize) -> String {
+    format!("10.{test}.{}.{}", i / 250, i % 250 + 1)
+}
+
+/// A backend on its own database and memory store that trusts 127.0.0.1 as
+/// its proxy.
+fn behind_proxy() -> Backend {
+    Backend::start_with(&[("APP_TRUSTED_PROXIES", "127.0.0.1/32")])
+}
+
+fn post(addr: SocketAddr, path: &str, body: &Value, bearer: Option<&str>, from: &str) -> Response {
+    let mut req = Request::post(path)
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", from)
+        .body(body.to_string());
+    if let Some(t) = bearer {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    req.send(addr).unwrap()
+}
+
+fn me(addr: SocketAddr, bearer: &str, from: &str) -> Response {
+    Request::get("/me")
+        .header("authorization", &format!("Bearer {bearer}"))
+        .header("x-forwarded-for", from)
+        .send(addr)
+        .unwrap()
+}
+
+fn creds(email: &str, password: &str) -> Value {
+    json!({"email": email, "password": password})
+}
+
+fn register(addr: SocketAddr, email: &str, password: &str, from: &str) {
+    let res = post(addr, "/auth/register", &creds(email, password), None, from);
+    assert_eq!(res.status, 201, "registering {email}: {}", res.text());
+}
+
+/// An access token and a refresh token.
+#[derive(Clone, Debug)]
+struct Pair {
+    access: String,
+    refresh: String,
+}
+
+impl Pair {
+    fn from_response(res: &Response) -> Self {
+        let body = res.json().unwrap();
+        Self {
+            access: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+fn login(addr: SocketAddr, email: &str, password: &str, from: &str) -> Pair {
+    let res = post(addr, "/auth/login", &creds(email, password), None, from);
+    assert_eq!(res.status, 200, "login of {email}: {}", res.text());
+    Pair::from_response(&res)
+}
+
+fn refresh(addr: SocketAddr, token: &str, from: &str) -> Response {
+    post(
+        addr,
+        "/auth/refresh",
+        &json!({"refresh_token": token}),
+        None,
+        from,
+    )
+}
+
+fn logout(addr: SocketAddr, access: &str, from: &str) -> Response {
+    post(addr, "/auth/logout", &json!({}), Some(access), from)
+}
+
+/// UNIX seconds of the wall clock (the backend's clock: same machine).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Random bytes from the kernel.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
+    bytes
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Jitter of 0–3 ms for one side of a race, the other side starting at once.
+fn jitter(seed: &std::hash::RandomState, i: usize) -> (Duration, Duration) {
+    let r = seed.hash_one(i);
+    let delay = Duration::from_micros(r % 3001);
+    if r >> 32 & 1 == 0 {
+        (delay, Duration::ZERO)
+    } else {
+        (Duration::ZERO, delay)
+    }
+}
+
+#[test]
+fn thirty_two_concurrent_logins_of_thirty_two_accounts_all_succeed_within_two_seconds() {
+    const N: usize = 32;
+    let _cpu = exclusive_cpu();
+    let backend = behind_proxy();
+    let addr = backend.addr;
+    let email = |i: usize| format!("burst{i}@example.com");
+    // Registrations: 3 per minute per client address; 4 at a time.
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            s.spawn(move || {
+                for i in (w..N).step_by(4) {
+                    register(addr, &email(i), PASSWORD, &client(1, i));
+                }
+            });
+        }
+    });
+    let barrier = Barrier::new(N + 1);
+    let (start, answers) = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..N)
+            .map(|i| {
+                let (barrier, email) = (&barrier, email(i));
+                s.spawn(move || {
+                    let body = creds(&email, PASSWORD);
+                    let from = client(1, 100 + i);
+                    barrier.wait();
+                    let res = post(addr, "/auth/login", &body, None, &from);
+                    (Instant::now(), res.status, res.text())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let answers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        (start, answers)
+    });
+    let last = answers.iter().map(|(at, _, _)| *at).max().unwrap();
+    let elapsed = last.saturating_duration_since(start);
+    println!("{N} concurrent logins answered in {elapsed:?}");
+    for (i, (_, status, body)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "login {i}: {body}");
+    }
+    assert!(
+        elapsed <= BURST_BUDGET,
+        "{N} concurrent logins took {elapsed:?} (budget {BURST_BUDGET:?})"
+    );
+}
+
+#[test]
+fn logout_still_answers_204_when_the_per_user_quota_is_drained_from_another_token() {
+    let _cpu = shared_cpu();
+    let backend = behind_proxy();
+    let addr = backend.addr;
+    let email = "drained@example.com";
+    register(addr, email, PASSWORD, &client(2, 0));
+    let a = login(addr, email, PASSWORD, &client(2, 1));
+    let b = login(addr, email, PASSWORD, &client(2, 2));
+
+    // Drain the per-user quota with token A, each request from another
+    // client address: only the per-user policy can refuse.
+    let mut ok = 0;
+    let mut limited = None;
+    for i in 0..120 {
+        let res = me(addr, &a.access, &client(2, 10 + i));
+        match res.status {
+            200 => ok += 1,
+            429 => {
+                limited = Some(res);
+                break;
+            }
+            other => panic!("request {i} with token A: {other} {}", res.text()),
+        }
+    }
+    let limited = limited.expect("the per-user quota of 100/min ran out within 120 requests");
+    assert!((100..=110).contains(&ok), "{ok} requests passed first");
+    let policy = limited.header("ratelimit-policy").unwrap_or_default();
+    assert!(
+        policy.starts_with("\"api\";"),
+        "the per-user policy refused, not {policy:?}"
+    );
+    assert_eq!(
+        limited.json().unwrap()["type"],
+        "urn:palisade:problem:rate-limited"
+    );
+    assert!(limited.header("retry-after").is_some());
+
+    // Token B defends the account all the same.
+    let res = logout(addr, &b.access, &client(2, 200));
+    assert_eq!(res.status, 204, "{}", res.text());
+    let res = me(addr, &b.access, &client(2, 201));
+    assert_eq!(res.status, 401, "{}", res.text());
+    let res = refresh(addr, &b.refresh, &client(2, 202));
+    assert_eq!(res.status, 401, "{}", res.text());
+    // Token A is still over its quota: it was not B's logout that answered.
+    assert_eq!(me(addr, &a.access, &client(2, 203)).status, 429);
+}
+
+#[test]
+fn a_password_registered_in_full_width_logs_in_with_its_ascii_nfkc_form() {
+    let _cpu = shared_cpu();
+    let backend = behind_proxy();
+    let addr = backend.addr;
+    let full_width = "ｖｉｏｌｅｔ ｑｕａｒｔｚ ｈａｒｂｏｒ ｔｉｍｂｅｒ";
+    assert_ne!(full_width, PASSWORD);
+    let email = "wide@example.com";
+    register(addr, email, full_width, &client(3, 0));
+    let ascii = login(addr, email, PASSWORD, &client(3, 1));
+    assert_eq!(me(addr, &ascii.access, &client(3, 1)).status, 200);
+    let wide = login(addr, email, full_width, &client(3, 2));
+    assert_eq!(me(addr, &wide.access, &client(3, 2)).status, 200);
+    // And a different password still does not.
+    let res = post(
+        addr,
+        "/auth/login",
+        &creds(email, "violet quartz harbor timbers"),
+        None,
+        &client(3, 3),
+    );
+    assert_eq!(res.status, 401, "{}", res.text());
+}
+
+#[test]
+fn logout_all_ends_every_access_and_refresh_token_of_the_user() {
+    let _cpu = shared_cpu();
+    let backend = behind_proxy();
+    let addr = backend.addr;
+    let email = "everywhere@example.com";
+    register(addr, email, PASSWORD, &client(4, 0));
+    let sessions: Vec<Pair> = (1..=3)
+        .map(|i| login(addr, email, PASSWORD, &client(4, i)))
+        .collect();
+    for (i, s) in sessions.iter().enumerate() {
+        assert_eq!(me(addr, &s.access, &client(4, 10 + i)).status, 200);
+    }
+    let res = post(
+        addr,
+        "/auth/logout-all",
+        &json!({}),
+        Some(&sessions[1].access),
+        &client(4, 20),
+    );
+    assert_eq!(res.status, 204, "{}", res.text());
+    let ended_at = unix_now();
+    for (i, s) in sessions.iter().enumerate() {
+        let res = me(addr, &s.access, &client(4, 30 + i));
+        assert_eq!(res.status, 401, "access token {i}: {}", res.text());
+        let res = refresh(addr, &s.refresh, &client(4, 40 + i));
+        assert_eq!(res.status, 401, "refresh token {i}: {}", res.text());
+    }
+    // Token times have a one-second resolution: a token issued in the second
+    // of the logout-all is refused too. Wait for the next second (bounded).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while unix_now() <= ended_at {
+        assert!(Instant::now() < deadline, "the wall clock did not move");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fresh = login(addr, email, PASSWORD, &client(4, 50));
+    let res = me(addr, &fresh.access, &client(4, 50));
+    assert_eq!(res.status, 200, "{}", res.text());
+    let res = refresh(addr, &fresh.refresh, &client(4, 50));
+    assert_eq!(res.status, 200, "{}", res.text());
+}
+
+#[test]
+fn password_change_needs_the_current_password_and_ends_the_other_sessions() {
+    let _cpu = shared_cpu();
+    let backend = behind_proxy();
+    let addr = backend.addr;
+    let email = "changer@example.com";
+    register(addr, email, PASSWORD, &client(5, 0));
+    let a = login(addr, email, PASSWORD, &client(5, 1));
+    let b = login(addr, email, PASSWORD, &client(5, 2));
+    let change = |current: &str, new: &str| {
+        post(
+            addr,
+            "/auth/password",
+            &json!({"current_password": current, "new_password": new}),
+            Some(&a.access),
+            &client(5, 1),
+        )
+    };
+
+    let res = change("not the password at all", NEW_PASSWORD);
+    assert_eq!(res.status, 401, "{}", res.text());
+    let res = change(PASSWORD, "password");
+    assert_eq!(res.status, 422, "{}", res.text());
+    let errors = res.json().unwrap()["errors"].clone();
+    let fields: Vec<&str> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert!(
+        !fields.is_empty() && fields.iter().all(|f| *f == "new_password"),
+        "{errors}"
+    );
+    // Neither refusal ended anything.
+    assert_eq!(me(addr, &b.access, &client(5, 2)).status, 200);
+
+    let res = change(PASSWORD, NEW_PASSWORD);
+    assert_eq!(res.status, 204, "{}", res.text());
+    // The caller's session goes on; the other one is over.
+    let res = me(addr, &a.access, &client(5, 1));
+    assert_eq!(res.status, 200, "{}", res.text());
+    let res = me(addr, &b.access, &client(5, 2));
+    assert_eq!(res.status, 401, "{}", res.text());
+    let res = refresh(addr, &b.refresh, &client(5, 2));
+    assert_eq!(res.status, 401, "{}", res.text());
+    let res = refresh(addr, &a.refresh, &client(5, 1));
+    assert_eq!(
+        res.status,
+        200,
+        "the caller's refresh token: {}",
+        res.text()
+    );
+
+    let res = post(
+        addr,
+        "/auth/login",
+        &creds(email, PASSWORD),
+        None,
+        &client(5, 3),
+    );
+    assert_eq!(res.status, 401, "the old password: {}", res.text());
+    login(addr, email, NEW_PASSWORD, &client(5, 4));
+}
+
+/// Two instances behind one load balancer: one Redis, one SQLite file, one
+/// JWT secret (random, strong); each its own data directory.
+struct TwoInstances {
+    _redis: RedisServer,
+    _shared: tempfile::TempDir,
+    one: Backend,
+    two: Backend,
+}
+
+impl TwoInstances {
+    fn start() -> Self {
+        let redis = RedisServer::start().unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        let redis_url = redis.url();
+        let database_url = format!("sqlite://{}/app.db", shared.path().display());
+        let secret = base64(&random_bytes::<48>());
+        let env = [
+            ("APP_REDIS_URL", redis_url.as_str()),
+            ("APP_DATABASE_URL", database_url.as_str()),
+            ("APP_JWT_SECRET", secret.as_str()),
+            ("APP_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ];
+        // One after the other: both migrate the shared database at start.
+        let one = Backend::start_with(&env);
+        let two = Backend::start_with(&env);
+        Self {
+            _redis: redis,
+            _shared: shared,
+            one,
+            two,
+        }
+    }
+
+    /// One account logged in `n` times, alternating instances; session `i`
+    /// logs in from `client(test, i)`.
+    fn sessions(&self, test: u8, email: &str, n: usize) -> Vec<Pair> {
+        register(self.one.addr, email, PASSWORD, &client(test, 999));
+        let addrs = [self.one.addr, self.two.addr];
+        let mut sessions = vec![None; n];
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    s.spawn(move || {
+                        (w..n)
+                            .step_by(4)
+                            .map(|i| (i, login(addrs[i % 2], email, PASSWORD, &client(test, i))))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for w in workers {
+                for (i, pair) in w.join().unwrap() {
+                    sessions[i] = Some(pair);
+                }
+            }
+        });
+        sessions.into_iter().map(Option::unwrap).collect()
+    }
+}
+
+/// What one refresh-vs-logout race left behind.
+struct RaceOutcome {
+    original: Pair,
+    refreshed: Option<Pair>,
+    refresh_status: u16,
+    logout_status: u16,
+}
+
+/// Runs `f(i)` for `0..n`, `batch` at a time, each on its own thread.
+fn in_batches<T: Send>(n: usize, batch: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(batch) {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (start..n.min(start + batch))
+                .map(|i| {
+                    let f = &f;
+                    s.spawn(move || f(i))
+                })
+                .collect();
+            out.extend(threads.into_iter().map(|t| t.join().unwrap()));
+        });
+    }
+    out
+}
+
+/// Refresh on instance one and logout on instance two, released together
+/// with one side delayed 0–3 ms.
+fn race_refresh_with_logout(
+    env: &TwoInstances,
+    seed: &std::hash::RandomState,
+    i: usize,
+    session: &Pair,
+) -> RaceOutcome {
+    let (before_refresh, before_logout) = jitter(seed, i);
+    let from = client(6, i);
+    let barrier = Barrier::new(2);
+    let (refreshed, logged_out) = std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            barrier.wait();
+            std::thread::sleep(before_refresh);
+            refresh(env.one.addr, &session.refresh, &from)
+        });
+        let l = s.spawn(|| {
+            barrier.wait();
+            std::thread::sleep(before_logout);
+            logout(env.two.addr, &session.access, &from)
+        });
+        (r.join().unwrap(), l.join().unwrap())
+    });
+    RaceOutcome {
+        original: session.clone(),
+        refreshed: (refreshed.status == 200).then(|| Pair::from_response(&refreshed)),
+        refresh_status: refreshed.status,
+        logout_status: logged_out.status,
+    }
+}
+
+/// Every token the race left behind, tried on both instances: the
+/// problems found (none when every one is refused).
+fn live_tokens(env: &TwoInstances, i: usize, outcome: &RaceOutcome) -> Vec<String> {
+    let from = client(6, i);
+    let mut problems = Vec::new();
+    let pairs = std::iter::once(("original", &outcome.original))
+        .chain(outcome.refreshed.iter().map(|p| ("refreshed", p)));
+    for (which, pair) in pairs {
+        for (instance, addr) in [("one", env.one.addr), ("two", env.two.addr)] {
+            let res = refresh(addr, &pair.refresh, &from);
+            if res.status != 401 {
+                problems.push(format!(
+                    "session {i}: {which} refresh token on instance {instance}: {} {}",
+                    res.status,
+                    res.text()
+                ));
+            }
+            let res = me(addr, &pair.access, &from);
+            if res.status != 401 {
+                problems.push(format!(
+                    "session {i}: {which} access token on instance {instance}: {} {}",
+                    res.status,
+                    res.text()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn refresh_races_with_logout_leave_no_live_token_across_two_instances() {
+    const N: usize = 100;
+    let _cpu = shared_cpu();
+    let env = TwoInstances::start();
+    let sessions = env.sessions(6, "racer@example.com", N);
+    let seed = std::hash::RandomState::new();
+    let outcomes = in_batches(N, 20, |i| {
+        race_refresh_with_logout(&env, &seed, i, &sessions[i])
+    });
+
+    let won = outcomes.iter().filter(|o| o.refreshed.is_some()).count();
+    println!("refresh vs logout: {won} of {N} refreshes answered 200 before the logout");
+    let odd: Vec<_> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.logout_status != 204 || !matches!(o.refresh_status, 200 | 401))
+        .map(|(i, o)| (i, o.refresh_status, o.logout_status))
+        .collect();
+    assert!(
+        odd.is_empty(),
+        "(session, refresh, logout) answers: {odd:?}"
+    );
+    let problems: Vec<String> = in_batches(N, 10, |i| live_tokens(&env, i, &outcomes[i]))
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{} live tokens after logout:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// What one legit-refresh-vs-replay race answered.
+struct ReplayOutcome {
+    legit: Response,
+    replay: Response,
+}
+
+/// Refreshes once (R0 → R1), then refreshes R1 on instance one while R0 is
+/// replayed on instance two, one side delayed 0–3 ms.
+fn race_refresh_with_replay(
+    env: &TwoInstances,
+    seed: &std::hash::RandomState,
+    i: usize,
+    session: &Pair,
+) -> ReplayOutcome {
+    let from = client(7, i);
+    let res = refresh(env.one.addr, &session.refresh, &from);
+    assert_eq!(
+        res.status,
+        200,
+        "session {i}: first refresh: {}",
+        res.text()
+    );
+    let r1 = Pair::from_response(&res);
+    let (before_legit, before_replay) = jitter(seed, i);
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        let legit = s.spawn(|| {
+            barrier.wait();
+            std::thread::sleep(before_legit);
+            refresh(env.one.addr, &r1.refresh, &from)
+        });
+        let replay = s.spawn(|| {
+            barrier.wait();
+            std::thread::sleep(before_replay);
+            refresh(env.two.addr, &session.refresh, &from)
+        });
+        ReplayOutcome {
+            legit: legit.join().unwrap(),
+            replay: replay.join().unwrap(),
+        }
+    })
+}
+
+#[test]
+fn a_replay_racing_a_legit_refresh_within_the_grace_window_is_refused_without_revoking() {
+    const N: usize = 30;
+    let _cpu = shared_cpu();
+    let env = TwoInstances::start();
+    let sessions = env.sessions(7, "replayer@example.com", N);
+    let seed = std::hash::RandomState::new();
+    let outcomes = in_batches(N, 10, |i| {
+        race_refresh_with_replay(&env, &seed, i, &sessions[i])
+    });
+    let legit_ok = outcomes.iter().filter(|o| o.legit.status == 200).count();
+    let replay_refused = outcomes.iter().filter(|o| o.replay.status == 401).count();
+    println!(
+        "refresh vs replay: {legit_ok} of {N} legit refreshes answered 200, \
+         {replay_refused} of {N} replays 401"
+    );
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(
+            o.replay.status,
+            401,
+            "session {i}: replay: {}",
+            o.replay.text()
+        );
+        assert_eq!(
+            o.legit.status,
+            200,
+            "session {i}: legit: {}",
+            o.legit.text()
+        );
+    }
+    // No family was revoked: the tokens of the legit refresh work, on both
+    // instances.
+    let problems: Vec<String> = in_batches(N, 10, |i| {
+        let from = client(7, i);
+        let pair = Pair::from_response(&outcomes[i].legit);
+        let mut problems = Vec::new();
+        let res = me(env.two.addr, &pair.access, &from);
+        if res.status != 200 {
+            problems.push(format!(
+                "session {i}: access token: {} {}",
+                res.status,
+                res.text()
+            ));
+        }
+        let res = refresh(env.two.addr, &pair.refresh, &from);
+        if res.status != 200 {
+            problems.push(format!(
+                "session {i}: refresh token: {} {}",
+                res.status,
+                res.text()
+            ));
+        }
+        problems
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
