@@ -195,6 +195,38 @@ impl Drop for Backend {
     }
 }
 
+/// A strong JWT secret shared by instances behind one load balancer.
+pub const SHARED_SECRET: &str = "q8Lw2vZ7xT4nB9cR1mK6pH3sD0fG5jYuE8aN2oW7iVb";
+
+/// What instances behind one load balancer share: Redis, one database, the
+/// JWT secret; 127.0.0.1 is their trusted proxy. Each instance keeps its own
+/// data directory.
+pub struct Shared {
+    redis_url: String,
+    database_url: String,
+}
+
+impl Shared {
+    /// Instances over `redis_url` and an SQLite database in `dir`.
+    pub fn new(redis_url: String, dir: &Path) -> Self {
+        Self {
+            redis_url,
+            database_url: format!("sqlite://{}/shared.db", dir.display()),
+        }
+    }
+
+    /// Starts one more instance. Start them one after the other: each
+    /// migrates the shared database at start.
+    pub fn start(&self) -> Backend {
+        Backend::start_with(&[
+            ("APP_REDIS_URL", self.redis_url.as_str()),
+            ("APP_DATABASE_URL", self.database_url.as_str()),
+            ("APP_JWT_SECRET", SHARED_SECRET),
+            ("APP_TRUSTED_PROXIES", "127.0.0.1/32"),
+        ])
+    }
+}
+
 /// Runs the backend expecting it to exit by itself (a refused configuration),
 /// returning its status, stdout and stderr.
 ///

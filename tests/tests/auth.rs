@@ -5,40 +5,13 @@
 
 use std::net::SocketAddr;
 
-use palisade_security_tests::Backend;
 use palisade_security_tests::http::{Request, Response};
+use palisade_security_tests::{Backend, Shared};
 use palisade_testkit::redis::RedisServer;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "violet quartz harbor timber";
 /// A high-entropy secret shared by instances that must accept each other's tokens.
-const SHARED_SECRET: &str = "q8Lw2vZ7xT4nB9cR1mK6pH3sD0fG5jYuE8aN2oW7iVb";
-
-/// What instances behind one load balancer share: Redis, the database, the
-/// JWT secret; 127.0.0.1 is their trusted proxy.
-struct Shared {
-    redis_url: String,
-    database_url: String,
-}
-
-impl Shared {
-    fn new(redis: &RedisServer, dir: &tempfile::TempDir) -> Self {
-        Self {
-            redis_url: redis.url(),
-            database_url: format!("sqlite://{}/shared.db", dir.path().display()),
-        }
-    }
-
-    fn start(&self) -> Backend {
-        Backend::start_with(&[
-            ("APP_REDIS_URL", self.redis_url.as_str()),
-            ("APP_DATABASE_URL", self.database_url.as_str()),
-            ("APP_JWT_SECRET", SHARED_SECRET),
-            ("APP_TRUSTED_PROXIES", "127.0.0.1/32"),
-        ])
-    }
-}
-
 fn post(
     addr: SocketAddr,
     path: &str,
@@ -341,7 +314,7 @@ fn distributed_guessing_locks_the_account_but_not_its_owner() {
 fn two_instances_over_redis_share_limits_lockouts_and_logouts() {
     let mut redis = RedisServer::start().unwrap();
     let shared = tempfile::tempdir().unwrap();
-    let env = Shared::new(&redis, &shared);
+    let env = Shared::new(redis.url(), shared.path());
     let (a, b) = (env.start(), env.start());
     assert_eq!(
         post(
@@ -411,7 +384,7 @@ fn two_instances_over_redis_share_limits_lockouts_and_logouts() {
 fn a_parallel_burst_over_two_instances_gets_at_most_fifty_password_checks() {
     let redis = RedisServer::start().unwrap();
     let shared = tempfile::tempdir().unwrap();
-    let env = Shared::new(&redis, &shared);
+    let env = Shared::new(redis.url(), shared.path());
     let (a, b) = (env.start(), env.start());
     assert_eq!(
         post(

@@ -10,13 +10,12 @@
 )] // test code: a failed step is a failed test
 
 use std::hash::BuildHasher;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Barrier, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use palisade_security_tests::Backend;
 use palisade_security_tests::http::{Request, Response};
+use palisade_security_tests::{Backend, Shared};
 use palisade_testkit::redis::RedisServer;
 use serde_json::{Value, json};
 
@@ -120,38 +119,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-/// Random bytes from the kernel.
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut bytes)
-        .unwrap();
-    bytes
-}
-
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Jitter of 0–3 ms for one side of a race, the other side starting at once.
@@ -393,8 +360,7 @@ fn password_change_needs_the_current_password_and_ends_the_other_sessions() {
     login(addr, email, NEW_PASSWORD, &client(5, 4));
 }
 
-/// Two instances behind one load balancer: one Redis, one SQLite file, one
-/// JWT secret (random, strong); each its own data directory.
+/// Two instances behind one load balancer ([`Shared`]).
 struct TwoInstances {
     _redis: RedisServer,
     _shared: tempfile::TempDir,
@@ -406,18 +372,9 @@ impl TwoInstances {
     fn start() -> Self {
         let redis = RedisServer::start().unwrap();
         let shared = tempfile::tempdir().unwrap();
-        let redis_url = redis.url();
-        let database_url = format!("sqlite://{}/app.db", shared.path().display());
-        let secret = base64(&random_bytes::<48>());
-        let env = [
-            ("APP_REDIS_URL", redis_url.as_str()),
-            ("APP_DATABASE_URL", database_url.as_str()),
-            ("APP_JWT_SECRET", secret.as_str()),
-            ("APP_TRUSTED_PROXIES", "127.0.0.1/32"),
-        ];
-        // One after the other: both migrate the shared database at start.
-        let one = Backend::start_with(&env);
-        let two = Backend::start_with(&env);
+        let env = Shared::new(redis.url(), shared.path());
+        let one = env.start();
+        let two = env.start();
         Self {
             _redis: redis,
             _shared: shared,

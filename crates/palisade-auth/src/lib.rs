@@ -1,17 +1,76 @@
 //! Authentication for Palisade services: the login endpoint audits keep
-//! finding open, closed.
+//! finding open, closed — as flows a service calls, not glue it copies.
 //!
+//! # Add login to your service
+//!
+//! Implement [`UserDirectory`] over your users table; [`Login`] does the
+//! rest (lockout, dummy hash, rehash) and [`Sessions`] the tokens. The
+//! outcomes are responses (`axum` feature), with the contract's problems.
+//!
+//! ```
+//! use axum::{Json, Router, extract::State, response::IntoResponse, routing::post};
+//! use palisade_auth::{Login, LoginError, Sessions, StorageError, StoredUser, UserDirectory};
+//! use palisade_auth::{MemoryRefreshStore, SessionError};
+//! use palisade_core::ClientIp;
+//! use secrecy::SecretString;
+//!
+//! struct Users; // your table: find by (normalised) identifier or id, update a hash
+//! impl UserDirectory for Users {
+//!     async fn find(&self, _identifier: &str) -> Result<Option<StoredUser>, StorageError> { Ok(None) }
+//!     async fn find_by_id(&self, _id: &str) -> Result<Option<StoredUser>, StorageError> { Ok(None) }
+//!     async fn set_password_hash(&self, _id: &str, _phc: &str) -> Result<(), StorageError> { Ok(()) }
+//! }
+//!
+//! #[derive(Clone)]
+//! struct Auth { login: Login<Users>, sessions: Sessions<MemoryRefreshStore> }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Form { email: String, password: SecretString }
+//!
+//! async fn login(State(auth): State<Auth>, client: ClientIp, Json(form): Json<Form>)
+//!     -> Result<impl IntoResponse, axum::response::Response> {
+//!     let user = auth.login.attempt(&form.email, &form.password, &client).await
+//!         .map_err(LoginError::into_response)?; // 401, 429 locked, 503 busy
+//!     auth.sessions.issue(user.id()).await.map_err(SessionError::into_response)
+//! }
+//!
+//! # fn build() -> Auth {
+//! #     use palisade_auth::{Hasher, Jwt, JwtConfig, Lockout, LockoutPolicy, Revocations};
+//! #     use palisade_config::keys::{HmacAlgorithm, HmacKey, KeyRing};
+//! #     let store = palisade_store::Store::memory(palisade_store::MemoryStore::default());
+//! #     let key = HmacKey::generate(HmacAlgorithm::Hs256).unwrap();
+//! #     let jwt = std::sync::Arc::new(Jwt::new(KeyRing::new(key), JwtConfig::new("iss", "aud")).unwrap());
+//! #     let revocations = Revocations::new(store.clone(), jwt.access_ttl());
+//! #     let hasher = Hasher::builder().params(palisade_auth::HashParams::new(1024, 1, 1)).build().unwrap();
+//! #     Auth {
+//! #         login: Login::new(Users, hasher, Lockout::new(store, LockoutPolicy::default())),
+//! #         sessions: Sessions::new(MemoryRefreshStore::default(), jwt, revocations),
+//! #     }
+//! # }
+//! let app: Router = Router::new().route("/auth/login", post(login)).with_state(build());
+//! # let _ = app;
+//! ```
+//!
+//! Refresh, logout, "log out everywhere" and password changes are one call
+//! each: [`Sessions::refresh`], [`Sessions::logout`], [`Sessions::end_all`],
+//! [`Login::change_password`]. The reference backend
+//! (`examples/reference-backend/src/auth.rs`) wires all of them.
+//!
+//! # The modules
+//!
+//! - [`login`]: the login flow over a [`UserDirectory`]: shed, reserve,
+//!   verify (or the dummy), settle, rehash; no path leaks a lockout slot.
+//! - [`session`]: token pairs, rotation in one atomic store operation, reuse
+//!   detection with a grace window, logout, ending sessions; memory and
+//!   SQLite (`sqlite` feature) refresh-token stores.
 //! - [`password`]: the password policy (NIST SP 800-63B rev 4) with a bundled
 //!   blocklist of 197,545 common and breached passwords.
-//! - [`hash`]: argon2id on a bounded pool of dedicated threads, a ceiling on
-//!   stored parameters, pepper, rehash, a dummy hash for unknown accounts.
+//! - [`hash`]: argon2id on a bounded pool of dedicated threads (queue bounded
+//!   by time), NFKC, a ceiling on stored parameters, pepper, rehash, a dummy
+//!   hash for unknown accounts.
 //! - [`lockout`]: account lockout over the shared store, reserve-then-settle.
 //! - [`jwt`]: access tokens, refresh tokens, revocations.
 //! - [`layer`]: the authenticating layer and the `AuthUser` extractor.
-//!
-//! The reference backend (`examples/reference-backend/src/auth.rs`) shows a
-//! login handler using all of them: rate limit → lockout reservation →
-//! verify (or verify the dummy) → settle → rehash → tokens.
 //!
 //! # Performance (2-core VM, release; `benches/README.md`)
 //!
