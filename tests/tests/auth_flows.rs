@@ -499,7 +499,7 @@ fn live_tokens(env: &TwoInstances, i: usize, outcome: &RaceOutcome) -> Vec<Strin
 
 #[test]
 fn refresh_races_with_logout_leave_no_live_token_across_two_instances() {
-    const N: usize = 100;
+    const N: usize = 500;
     let _cpu = shared_cpu();
     let env = TwoInstances::start();
     let sessions = env.sessions(6, "racer@example.com", N);

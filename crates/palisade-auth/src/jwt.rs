@@ -400,8 +400,9 @@ impl Revocations {
     ///
     /// Token times have a one-second resolution, so a token issued in the
     /// same second just after the call is refused too (the client signs in
-    /// again a second later). Refresh tokens are the application's storage:
-    /// delete the user's as well, or new access tokens will be issued.
+    /// again a second later). Refresh tokens are not covered: revoke the
+    /// user's families too, or new access tokens will be issued —
+    /// [`Sessions::end_all`](crate::session::Sessions::end_all) does both.
     pub async fn end_sessions(&self, sub: &str, at_unix: u64) -> Result<(), StoreError> {
         let key = Key::new(USER).with(Part::Str(sub));
         let ttl = self.access_ttl + MAX_LEEWAY + MAX_LEEWAY;
