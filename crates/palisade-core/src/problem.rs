@@ -330,7 +330,14 @@ impl ProblemDetails {
     }
 
     /// Like [`into_response_with`](Self::into_response_with), with the body as bytes.
-    pub fn into_bytes_response(self) -> Response<Bytes> {
+    ///
+    /// A problem without a `request_id` gets the id of the request being
+    /// served on this thread ([`crate::request_id::current`], entered by the
+    /// request-id layer), so handlers and layers never have to pass it.
+    pub fn into_bytes_response(mut self) -> Response<Bytes> {
+        if self.request_id.is_none() {
+            self.request_id = crate::request_id::with_current(|c| c.id.as_str().to_owned());
+        }
         let mut response = Response::new(self.to_json());
         *response.status_mut() = self.status_code();
         let headers = response.headers_mut();
@@ -386,6 +393,29 @@ mod tests {
         let mut bad = ProblemDetails::new(ProblemType::TIMEOUT);
         bad.status = 42;
         assert_eq!(bad.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_problem_made_while_serving_a_request_carries_its_id() {
+        use crate::request_id::{RequestContext, TraceId, enter};
+        let body = |p: ProblemDetails| -> serde_json::Value {
+            serde_json::from_slice(p.into_bytes_response().body()).unwrap()
+        };
+        assert!(body(ProblemDetails::new(ProblemType::NOT_FOUND))["request_id"].is_null());
+        let context = std::sync::Arc::new(RequestContext {
+            id: RequestId::parse("req-7").unwrap(),
+            trace_id: TraceId([7; 16]),
+        });
+        let scope = enter(&context);
+        assert_eq!(
+            body(ProblemDetails::new(ProblemType::NOT_FOUND))["request_id"],
+            "req-7"
+        );
+        // An id set explicitly is kept.
+        let explicit = ProblemDetails::new(ProblemType::NOT_FOUND).with_request_id("other");
+        assert_eq!(body(explicit)["request_id"], "other");
+        drop(scope);
+        assert!(body(ProblemDetails::new(ProblemType::NOT_FOUND))["request_id"].is_null());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! assert!(RequestId::parse(&"a".repeat(129)).is_none());
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -98,6 +99,98 @@ impl AsRef<str> for RequestId {
     fn as_ref(&self) -> &str {
         &self.0
     }
+}
+
+// The request context: which request the code on this thread is serving.
+// The request-id layer (palisade-telemetry) enters it around every `call`
+// and `poll`; problem documents read the id from it.
+
+/// What outbound calls and spawned tasks need to know about the request they
+/// serve.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request id.
+    pub id: RequestId,
+    /// The W3C trace id: the caller's, or a new trace started here.
+    pub trace_id: TraceId,
+}
+
+/// A W3C trace id (16 bytes, written as 32 lower-case hex digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+impl TraceId {
+    /// Parses 32 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let mut out = [0u8; 16];
+        if hex.len() != 32 {
+            return None;
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+thread_local! {
+    /// The context of the request whose code this thread is running: set
+    /// around the inner service's `call` and each `poll` of its future (and
+    /// of tasks started with the telemetry crate's `spawn`), restored afterwards, so it follows
+    /// the request as a task-local would, without moving the future through
+    /// a closure's return value on every poll.
+    static CURRENT: Cell<Option<Arc<RequestContext>>> = const { Cell::new(None) };
+}
+
+/// The scope of [`enter`]: the context is current until this is dropped,
+/// then the previous one is restored (also when the code inside panics).
+#[must_use = "the context is current until this is dropped"]
+pub struct Entered {
+    previous: Option<Arc<RequestContext>>,
+}
+
+/// Sets `context` as the current one until the returned guard is dropped:
+/// what a request-id layer does around its inner service's `call` and each
+/// `poll`.
+pub fn enter(context: &Arc<RequestContext>) -> Entered {
+    let previous = CURRENT
+        .try_with(|c| c.replace(Some(Arc::clone(context))))
+        .ok()
+        .flatten();
+    Entered { previous }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        let _ = CURRENT.try_with(|c| c.set(previous));
+    }
+}
+
+/// Runs `f` with the current context, if any, without cloning it.
+pub fn with_current<R>(f: impl FnOnce(&Arc<RequestContext>) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| {
+            // Take it out for the duration of `f` (a `Cell` lends no
+            // reference) and put it back.
+            let context = c.take();
+            let result = context.as_ref().map(f);
+            c.set(context);
+            result
+        })
+        .ok()
+        .flatten()
+}
+
+/// The context of the request being served by this task, if any.
+pub fn current() -> Option<RequestContext> {
+    with_current(|c| RequestContext::clone(c))
 }
 
 #[cfg(feature = "axum")]

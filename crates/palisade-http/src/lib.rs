@@ -9,6 +9,7 @@
 //! | [`body_limit`] | memory and disk exhaustion by large or endless bodies |
 //! | [`catch_panic`] | a panicking handler dropping connections or leaking its message |
 //! | [`allowlist`] | admin and webhook routes reached from outside their network |
+//! | [`problem_fallback`] | bare error responses (a router's 404/405) without a problem body |
 //! | [`json`] | malformed and invalid input reaching handlers (feature `axum`) |
 //!
 //! Each layer has a builder whose defaults are the safe ones; a combination
@@ -46,6 +47,7 @@ pub mod headers;
 #[cfg(feature = "axum")]
 pub mod json;
 mod origin;
+pub mod problem_fallback;
 pub mod timeout;
 mod trip;
 
@@ -60,4 +62,5 @@ pub use cross_origin::{CrossOriginProtection, CrossOriginProtectionLayer};
 pub use headers::{CspNonce, SecurityHeaders, SecurityHeadersLayer};
 #[cfg(feature = "axum")]
 pub use json::ValidatedJson;
+pub use problem_fallback::ProblemFallbackLayer;
 pub use timeout::{RequestDeadline, Timeout, TimeoutLayer};

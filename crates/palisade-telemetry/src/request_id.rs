@@ -41,7 +41,6 @@
 //! # });
 //! ```
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -60,88 +59,8 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// W3C `traceparent`.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// What outbound calls and spawned tasks need to know about the request they
-/// serve.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    /// The request id.
-    pub id: RequestId,
-    /// The W3C trace id: the caller's, or a new trace started here.
-    pub trace_id: TraceId,
-}
-
-/// A W3C trace id (16 bytes, written as 32 lower-case hex digits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceId(pub [u8; 16]);
-
-impl TraceId {
-    fn parse_hex(hex: &str) -> Option<Self> {
-        let mut out = [0u8; 16];
-        if hex.len() != 32 {
-            return None;
-        }
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(Self(out))
-    }
-}
-
-impl std::fmt::Display for TraceId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-thread_local! {
-    /// The context of the request whose code this thread is running: set
-    /// around the inner service's `call` and each `poll` of its future (and
-    /// of tasks started with [`spawn`]), restored afterwards, so it follows
-    /// the request as a task-local would, without moving the future through
-    /// a closure's return value on every poll.
-    static CURRENT: Cell<Option<Arc<RequestContext>>> = const { Cell::new(None) };
-}
-
-/// Sets the current context until dropped, then restores the previous one
-/// (also when the code inside panics).
-struct Entered {
-    previous: Option<Arc<RequestContext>>,
-}
-
-fn enter(context: &Arc<RequestContext>) -> Entered {
-    let previous = CURRENT
-        .try_with(|c| c.replace(Some(Arc::clone(context))))
-        .ok()
-        .flatten();
-    Entered { previous }
-}
-
-impl Drop for Entered {
-    fn drop(&mut self) {
-        let previous = self.previous.take();
-        let _ = CURRENT.try_with(|c| c.set(previous));
-    }
-}
-
-/// Runs `f` with the current context, if any, without cloning it.
-fn with_current<R>(f: impl FnOnce(&Arc<RequestContext>) -> R) -> Option<R> {
-    CURRENT
-        .try_with(|c| {
-            // Take it out for the duration of `f` (a `Cell` lends no
-            // reference) and put it back.
-            let context = c.take();
-            let result = context.as_ref().map(f);
-            c.set(context);
-            result
-        })
-        .ok()
-        .flatten()
-}
-
-/// The context of the request being served by this task, if any.
-pub fn current() -> Option<RequestContext> {
-    with_current(|c| RequestContext::clone(c))
-}
+pub use palisade_core::request_id::{RequestContext, TraceId, current};
+use palisade_core::request_id::{enter, with_current};
 
 /// Runs `f` with the current request id, without copying it (for log formatters).
 pub(crate) fn with_current_id<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
@@ -218,7 +137,7 @@ fn resolve(headers: &HeaderMap, trust_incoming: bool) -> RequestContext {
                 .and_then(|v| RequestId::from_bytes(v.as_bytes()))
         })
         .flatten();
-    if let Some(trace) = incoming_trace.and_then(TraceId::parse_hex) {
+    if let Some(trace) = incoming_trace.and_then(TraceId::from_hex) {
         let id = incoming_id
             .or_else(|| incoming_trace.and_then(RequestId::parse))
             .unwrap_or_else(|| RequestId::sanitized(&trace.to_string()));

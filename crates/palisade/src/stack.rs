@@ -8,11 +8,19 @@
 //! | 2 | [`SecurityHeadersLayer`] | every response gets the headers, including the rejections and 500s produced by the layers below |
 //! | 3 | [`ClientIpLayer`] | resolves the client address once, before anything that keys on it (access log, allowlists, rate limits) |
 //! | 4 | [`AccessLogLayer`] | one line per request with its client address, and with the final status of every rejection below |
-//! | 5 | [`CorsLayer`] | answers preflights before any work is done, and sits outside the rejecting layers so a browser can read their 413/503 problems |
-//! | 6 | [`CrossOriginProtectionLayer`] | refuses cross-site state-changing requests before they cost anything; trusts the CORS origins |
-//! | 7 | [`CatchPanicLayer`] | around everything that runs handler code, so a panic becomes a 500 that still passes through 1–6 |
-//! | 8 | [`TimeoutLayer`] | deadlines for the handler and its body reading |
-//! | 9 | [`BodyLimitLayer`] | innermost: wraps the very body the handler reads |
+//! | 5 | your auth layer ([`SecureStack::auth`]) | after the client address, before the limits: per-user limits know the user |
+//! | 6 | your rate limits ([`SecureStack::rate_limit`]) | after the client address and the user, outside CORS: preflights, 404s and 405s count too |
+//! | 7 | [`CorsLayer`] | answers preflights before any work is done, and sits outside the rejecting layers so a browser can read their 413/503 problems |
+//! | 8 | [`CrossOriginProtectionLayer`] | refuses cross-site state-changing requests before they cost anything; trusts the CORS origins |
+//! | 9 | [`CatchPanicLayer`] | around everything that runs handler code, so a panic becomes a 500 that still passes through 1–8 |
+//! | 10 | [`TimeoutLayer`] | deadlines for the handler and its body reading |
+//! | 11 | [`BodyLimitLayer`] | wraps the very body the handler reads |
+//! | 12 | [`ProblemFallbackLayer`] | innermost: the router's bare 404 and 405 (and any bare error status) become problem documents |
+//!
+//! Slots 5 and 6 are empty unless set (an empty slot costs nothing). Every
+//! problem document carries the request id, whichever layer or handler made
+//! it: the request-id layer makes the request current while its inner
+//! layers run, and a problem without an id takes it from there.
 //!
 //! The defaults: the `api` (or `html`) header profile; no CORS origin (preflights
 //! refused, no CORS headers); cross-origin protection on; the TCP peer as the
@@ -57,20 +65,24 @@ use palisade_http::catch_panic::CatchPanic;
 use palisade_http::cors::CorsService;
 use palisade_http::cross_origin::CrossOriginProtectionService;
 use palisade_http::headers::SecurityHeadersService;
+use palisade_http::problem_fallback::ProblemFallback;
 use palisade_http::timeout::TimeoutService;
 use palisade_http::{
     BodyLimitLayer, CatchPanicLayer, Cors, CorsLayer, CrossOriginProtection,
-    CrossOriginProtectionLayer, SecurityHeaders, SecurityHeadersLayer, Timeout, TimeoutLayer,
+    CrossOriginProtectionLayer, ProblemFallbackLayer, SecurityHeaders, SecurityHeadersLayer,
+    Timeout, TimeoutLayer,
 };
 use palisade_telemetry::access::AccessLog;
 use palisade_telemetry::request_id::RequestIdService;
 use palisade_telemetry::{AccessLogLayer, Metrics, RequestIdLayer};
-use tower_layer::Layer;
+use tower_layer::{Identity, Layer};
 
 /// Builder of [`SecureLayer`]. See the [module docs](self) for the order and defaults.
+///
+/// `A` and `R` are the auth and rate-limit slots ([`Identity`] when empty).
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct SecureStack {
+pub struct SecureStack<A = Identity, R = Identity> {
     headers: SecurityHeaders,
     cors: Cors,
     trusted_origins: Vec<String>,
@@ -78,6 +90,8 @@ pub struct SecureStack {
     timeout: Timeout,
     body_limit: u64,
     metrics: Metrics,
+    auth: A,
+    rate_limit: R,
 }
 
 impl SecureStack {
@@ -91,6 +105,8 @@ impl SecureStack {
             timeout: Timeout::new(palisade_http::timeout::DEFAULT_TIMEOUT),
             body_limit: palisade_http::body_limit::DEFAULT_BODY_LIMIT,
             metrics: Metrics::new(),
+            auth: Identity::new(),
+            rate_limit: Identity::new(),
         }
     }
 
@@ -99,6 +115,42 @@ impl SecureStack {
         Self {
             headers: SecurityHeaders::html(),
             ..Self::api()
+        }
+    }
+}
+
+impl<A, R> SecureStack<A, R> {
+    /// Puts the authenticating layer (e.g. `palisade_auth::AuthLayer`) in
+    /// its slot: after the client address is resolved, before the limits.
+    pub fn auth<L>(self, layer: L) -> SecureStack<L, R> {
+        SecureStack {
+            headers: self.headers,
+            cors: self.cors,
+            trusted_origins: self.trusted_origins,
+            client_ip: self.client_ip,
+            timeout: self.timeout,
+            body_limit: self.body_limit,
+            metrics: self.metrics,
+            auth: layer,
+            rate_limit: self.rate_limit,
+        }
+    }
+
+    /// Puts the rate-limit layer (e.g. `palisade_ratelimit::RateLimitLayer`,
+    /// or a stack of it and a concurrency cap) in its slot: after the client
+    /// address and the user are known, outside CORS and the router's
+    /// fallbacks, so every request counts — preflights, 404s and 405s too.
+    pub fn rate_limit<L>(self, layer: L) -> SecureStack<A, L> {
+        SecureStack {
+            headers: self.headers,
+            cors: self.cors,
+            trusted_origins: self.trusted_origins,
+            client_ip: self.client_ip,
+            timeout: self.timeout,
+            body_limit: self.body_limit,
+            metrics: self.metrics,
+            auth: self.auth,
+            rate_limit: layer,
         }
     }
 
@@ -145,7 +197,7 @@ impl SecureStack {
     }
 
     /// Validates every part and builds the layer.
-    pub fn build(self) -> Result<SecureLayer, ConfigError> {
+    pub fn build(self) -> Result<SecureLayer<A, R>, ConfigError> {
         let cors = self.cors.build()?;
         let request_id = RequestIdLayer::new();
         let cross_origin = cors
@@ -168,13 +220,15 @@ impl SecureStack {
             catch_panic: CatchPanicLayer::new(),
             timeout: self.timeout.build()?,
             body_limit: BodyLimitLayer::new(self.body_limit),
+            auth: self.auth,
+            rate_limit: self.rate_limit,
         })
     }
 }
 
 /// Every Palisade layer in order. Build it with [`SecureStack`].
 #[derive(Debug, Clone)]
-pub struct SecureLayer {
+pub struct SecureLayer<A = Identity, R = Identity> {
     request_id: RequestIdLayer,
     access_log: AccessLogLayer,
     metrics: Metrics,
@@ -185,28 +239,36 @@ pub struct SecureLayer {
     catch_panic: CatchPanicLayer,
     timeout: TimeoutLayer,
     body_limit: BodyLimitLayer,
+    auth: A,
+    rate_limit: R,
 }
 
-/// The service [`SecureLayer`] produces around `S`.
-pub type SecureService<S> = RequestIdService<
-    SecurityHeadersService<
-        ClientIpService<
-            AccessLog<
-                CorsService<CrossOriginProtectionService<CatchPanic<TimeoutService<BodyLimit<S>>>>>,
-            >,
-        >,
-    >,
+/// The guards inside the slots: CORS down to the problem fallback.
+pub type GuardService<S> = CorsService<
+    CrossOriginProtectionService<CatchPanic<TimeoutService<BodyLimit<ProblemFallback<S>>>>>,
 >;
 
-impl<S> Layer<S> for SecureLayer {
-    type Service = SecureService<S>;
+/// The service [`SecureLayer`] produces around `S`, with the auth and
+/// rate-limit slots' services `AS` and `RS`.
+pub type SecureService<AS> =
+    RequestIdService<SecurityHeadersService<ClientIpService<AccessLog<AS>>>>;
+
+impl<S, A, R> Layer<S> for SecureLayer<A, R>
+where
+    R: Layer<GuardService<S>>,
+    A: Layer<R::Service>,
+{
+    type Service = SecureService<A::Service>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let inner = ProblemFallbackLayer::new().layer(inner);
         let inner = self.body_limit.layer(inner);
         let inner = self.timeout.layer(inner);
         let inner = self.catch_panic.layer(inner);
         let inner = self.cross_origin.layer(inner);
         let inner = self.cors.layer(inner);
+        let inner = self.rate_limit.layer(inner);
+        let inner = self.auth.layer(inner);
         let inner = self.access_log.layer(inner);
         let inner = self.client_ip.layer(inner);
         let inner = self.headers.layer(inner);
@@ -214,7 +276,7 @@ impl<S> Layer<S> for SecureLayer {
     }
 }
 
-impl SecureLayer {
+impl<A, R> SecureLayer<A, R> {
     /// The metrics the stack records into, to serve on `/metrics`.
     pub fn metrics(&self) -> Metrics {
         self.metrics.clone()
@@ -222,34 +284,33 @@ impl SecureLayer {
 }
 
 #[cfg(feature = "axum")]
-impl SecureLayer {
-    /// Wraps every route of `router` (add the routes first), and answers
-    /// unknown paths with a 404 problem and known paths with a wrong method
-    /// with a 405 problem (keeping `Allow`).
+impl<A, R> SecureLayer<A, R> {
+    /// Wraps every route of `router` and its fallbacks (add the routes and
+    /// any fallback of your own first). The router's bare 404 (unknown path)
+    /// and 405 (known path, wrong method; `Allow` kept) become problem
+    /// documents; a fallback you set is kept as it is.
     ///
-    /// Serve the router with `into_make_service_with_connect_info::<SocketAddr>()`
-    /// so the client address can be resolved.
+    /// Serve the router with `palisade::serve`, which always provides the
+    /// client address (or with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`).
     pub fn apply<St>(self, router: axum::Router<St>) -> axum::Router<St>
     where
         St: Clone + Send + Sync + 'static,
+        Self: Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+        <Self as Layer<axum::routing::Route>>::Service:
+            tower_service::Service<axum::extract::Request> + Clone + Send + Sync + 'static,
+        <<Self as Layer<axum::routing::Route>>::Service as tower_service::Service<
+            axum::extract::Request,
+        >>::Response: axum::response::IntoResponse + 'static,
+        <<Self as Layer<axum::routing::Route>>::Service as tower_service::Service<
+            axum::extract::Request,
+        >>::Error: Into<std::convert::Infallible> + 'static,
+        <<Self as Layer<axum::routing::Route>>::Service as tower_service::Service<
+            axum::extract::Request,
+        >>::Future: Send + 'static,
     {
-        router
-            .method_not_allowed_fallback(method_not_allowed)
-            .fallback(not_found)
-            .layer(self)
+        router.layer(self)
     }
-}
-
-#[cfg(feature = "axum")]
-async fn not_found(id: Option<palisade_core::RequestId>) -> palisade_core::ProblemDetails {
-    palisade_core::ProblemDetails::new(palisade_core::ProblemType::NOT_FOUND)
-        .with_optional_request_id(id.as_ref())
-}
-
-#[cfg(feature = "axum")]
-async fn method_not_allowed(id: Option<palisade_core::RequestId>) -> palisade_core::ProblemDetails {
-    palisade_core::ProblemDetails::new(palisade_core::ProblemType::METHOD_NOT_ALLOWED)
-        .with_optional_request_id(id.as_ref())
 }
 
 #[cfg(test)]

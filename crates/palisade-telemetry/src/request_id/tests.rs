@@ -135,7 +135,7 @@ async fn outbound_layer_keeps_explicit_headers() {
     let client = ServiceBuilder::new()
         .layer(PropagateRequestIdLayer)
         .service_fn(|req: Request<()>| async move { Ok::<_, Infallible>(req.headers().clone()) });
-    let trace = TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
     let context = RequestContext {
         id: RequestId::parse("outer").unwrap(),
         trace_id: trace,
@@ -195,11 +195,11 @@ async fn the_context_follows_the_request_and_never_leaks_to_other_code() {
 fn a_panic_inside_the_request_restores_the_previous_context() {
     let outer = Arc::new(RequestContext {
         id: RequestId::parse("outer").unwrap(),
-        trace_id: TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+        trace_id: TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
     });
     let inner = Arc::new(RequestContext {
         id: RequestId::parse("inner").unwrap(),
-        trace_id: TraceId::parse_hex("4bf92f3577b34da6a3ce929d0e0e4737").unwrap(),
+        trace_id: TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4737").unwrap(),
     });
     let outer_scope = enter(&outer);
     let caught = std::panic::catch_unwind(|| {

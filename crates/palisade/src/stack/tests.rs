@@ -244,3 +244,134 @@ fn invalid_parts_are_errors() {
             .is_err()
     );
 }
+
+/// A rate limit in its slot counts every request: routes, unknown paths
+/// (404), wrong methods (405) and CORS preflights alike.
+#[cfg(feature = "ratelimit")]
+#[tokio::test]
+async fn the_rate_limit_slot_covers_fallbacks_and_preflights() {
+    use palisade_ratelimit::{Policy, RateLimit};
+    use palisade_store::{MemoryStore, Quota, Store};
+    let limits = RateLimit::new(Store::memory(MemoryStore::default()))
+        .policy(Policy::new("global", Quota::per_minute(4)))
+        .build()
+        .unwrap();
+    let app = SecureStack::api()
+        .cors(Cors::new().allow_origin("https://app.example.com"))
+        .rate_limit(limits)
+        .build()
+        .unwrap()
+        .apply(Router::new().route("/ok", get(|| async { "ok" })));
+    let preflight = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "GET"),
+    ];
+    let mut statuses = Vec::new();
+    for (method, uri, headers) in [
+        ("GET", "/nope", &[][..]),
+        ("DELETE", "/ok", &[][..]),
+        ("OPTIONS", "/ok", &preflight[..]),
+        ("GET", "/ok", &[][..]),
+        ("GET", "/nope", &[][..]),
+        ("DELETE", "/ok", &[][..]),
+        ("OPTIONS", "/ok", &preflight[..]),
+    ] {
+        let res = app
+            .clone()
+            .oneshot(req(method, uri, headers, ""))
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [404, 405, 204, 200, 429, 429, 429]);
+}
+
+/// The auth slot runs before the limits: a per-user policy sees the user.
+#[cfg(feature = "ratelimit")]
+#[tokio::test]
+async fn the_auth_slot_runs_before_the_rate_limit_slot() {
+    use palisade_core::Principal;
+    use palisade_ratelimit::{KeyBy, Policy, RateLimit};
+    use palisade_store::{MemoryStore, Quota, Store};
+    let limits = RateLimit::new(Store::memory(MemoryStore::default()))
+        .policy(Policy::new("api", Quota::per_minute(2)).key(KeyBy::user()))
+        .build()
+        .unwrap();
+    let fake_auth = tower::util::MapRequestLayer::new(|mut r: Request<Body>| {
+        r.extensions_mut().insert(Principal::new("user-1"));
+        r
+    });
+    let app = SecureStack::api()
+        .rate_limit(limits)
+        .auth(fake_auth)
+        .build()
+        .unwrap()
+        .apply(Router::new().route("/me", get(|| async { "me" })));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let res = app
+            .clone()
+            .oneshot(req("GET", "/me", &[], ""))
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+}
+
+#[tokio::test]
+async fn a_fallback_of_the_application_is_kept() {
+    let app = SecureStack::api().build().unwrap().apply(
+        Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "our own page") }),
+    );
+    let res = app.oneshot(req("GET", "/nope", &[], "")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"our own page");
+}
+
+/// Problems made by handlers and layers carry the request id without
+/// anyone passing it.
+#[tokio::test]
+async fn every_problem_carries_the_request_id() {
+    let app = SecureStack::api().body_limit(8).build().unwrap().apply(
+        Router::new()
+            .route(
+                "/forbidden",
+                get(|| async {
+                    palisade_core::ProblemDetails::new(palisade_core::ProblemType::FORBIDDEN)
+                }),
+            )
+            .route("/bare", get(|| async { StatusCode::FORBIDDEN }))
+            .route("/post", post(|body: String| async move { body })),
+    );
+    for (method, uri, body) in [
+        ("GET", "/forbidden", ""),
+        ("GET", "/bare", ""),
+        ("GET", "/nope", ""),
+        ("DELETE", "/bare", ""),
+        ("POST", "/post", "far more than eight bytes"),
+    ] {
+        let res = app
+            .clone()
+            .oneshot(req(method, uri, &[("x-request-id", "trace-me-42")], body))
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error(), "{uri}: {}", res.status());
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{uri}"
+        );
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["request_id"], "trace-me-42", "{method} {uri}: {json}");
+    }
+}
