@@ -116,7 +116,7 @@ fn start_server(dir: &std::path::Path) -> SocketAddr {
             .unwrap_or_else(|e| panic!("{e}"));
         let store = open_store(&settings).unwrap_or_else(|e| panic!("{e}"));
         let state = AppState::new(&db, store, &settings).unwrap_or_else(|e| panic!("{e}"));
-        router(state, &settings).unwrap_or_else(|e| panic!("{e}"))
+        router(&state, &settings).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 

@@ -48,7 +48,7 @@
 //! let phc = hasher.hash(&SecretString::from("correct horse battery staple")).await.unwrap();
 //! let users = Users(StoredUser::new("u1", "bob@example.com", phc));
 //! let login = Login::new(users, hasher, lockout);
-//! let client = ClientIpResolver::default().resolve([198, 51, 100, 7].into(), &Default::default());
+//! let client = ClientIpResolver::default().resolve([198, 51, 100, 7].into(), &Default::default()).unwrap();
 //!
 //! let ok = login.attempt(" Bob@Example.com", &SecretString::from("correct horse battery staple"), &client).await;
 //! assert_eq!(ok.unwrap().id(), "u1");
@@ -529,8 +529,8 @@ impl Drop for Slot {
     }
 }
 
-#[cfg(feature = "axum")]
 mod response {
+    #[cfg(feature = "axum")]
     use axum::response::{IntoResponse, Response};
     use palisade_core::{ProblemDetails, ProblemType};
 
@@ -564,6 +564,13 @@ mod response {
         }
     }
 
+    impl From<LoginError> for ProblemDetails {
+        fn from(e: LoginError) -> Self {
+            e.problem()
+        }
+    }
+
+    #[cfg(feature = "axum")]
     impl IntoResponse for LoginError {
         fn into_response(self) -> Response {
             self.problem().into_response()

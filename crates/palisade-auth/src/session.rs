@@ -453,9 +453,10 @@ impl<S: RefreshStore> Sessions<S> {
     }
 }
 
-#[cfg(feature = "axum")]
 mod response {
+    #[cfg(feature = "axum")]
     use axum::Json;
+    #[cfg(feature = "axum")]
     use axum::response::{IntoResponse, Response};
     use palisade_core::{ProblemDetails, ProblemType};
 
@@ -479,12 +480,20 @@ mod response {
         }
     }
 
+    impl From<SessionError> for ProblemDetails {
+        fn from(e: SessionError) -> Self {
+            e.problem()
+        }
+    }
+
+    #[cfg(feature = "axum")]
     impl IntoResponse for SessionError {
         fn into_response(self) -> Response {
             self.problem().into_response()
         }
     }
 
+    #[cfg(feature = "axum")]
     impl IntoResponse for TokenPair {
         fn into_response(self) -> Response {
             Json(self.to_json()).into_response()

@@ -30,7 +30,9 @@ fn pw(s: &str) -> SecretString {
 }
 
 fn client(last: u8) -> ClientIp {
-    ClientIpResolver::default().resolve([198, 51, 100, last].into(), &http::HeaderMap::new())
+    ClientIpResolver::default()
+        .resolve([198, 51, 100, last].into(), &http::HeaderMap::new())
+        .unwrap()
 }
 
 /// Users in memory. Each call can be made to wait at a gate the test opens,

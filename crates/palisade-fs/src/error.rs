@@ -132,6 +132,18 @@ impl PathRejection {
     }
 }
 
+impl From<FsError> for ProblemDetails {
+    fn from(e: FsError) -> Self {
+        e.problem()
+    }
+}
+
+impl From<PathRejection> for ProblemDetails {
+    fn from(e: PathRejection) -> Self {
+        e.problem()
+    }
+}
+
 #[cfg(feature = "axum")]
 impl axum::response::IntoResponse for FsError {
     fn into_response(self) -> axum::response::Response {

@@ -207,6 +207,12 @@ impl From<std::io::Error> for UploadError {
     }
 }
 
+impl From<UploadError> for ProblemDetails {
+    fn from(e: UploadError) -> Self {
+        e.problem()
+    }
+}
+
 impl UploadError {
     /// The RFC 9457 problem document (413, 415, 400, or the file system
     /// error's). Details are fixed strings.

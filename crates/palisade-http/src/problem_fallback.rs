@@ -137,15 +137,13 @@ fn problem_for(status: StatusCode) -> ProblemDetails {
         ProblemType::INTERNAL,
         ProblemType::UNAVAILABLE,
     ];
-    match known.into_iter().find(|k| k.status() == status) {
-        Some(kind) => ProblemDetails::new(kind),
-        None => {
-            let mut problem = ProblemDetails::new(ProblemType::INTERNAL).with_status(status);
-            problem.type_uri = Cow::Borrowed("about:blank");
-            problem.title = Cow::Borrowed(status.canonical_reason().unwrap_or("Error"));
-            problem
-        }
+    if let Some(kind) = known.into_iter().find(|k| k.status() == status) {
+        return ProblemDetails::new(kind);
     }
+    let mut problem = ProblemDetails::new(ProblemType::INTERNAL).with_status(status);
+    problem.type_uri = Cow::Borrowed("about:blank");
+    problem.title = Cow::Borrowed(status.canonical_reason().unwrap_or("Error"));
+    problem
 }
 
 #[cfg(test)]

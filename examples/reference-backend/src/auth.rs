@@ -7,11 +7,13 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use palisade::core::{ClientIp, ProblemDetails, ProblemType, RequestId, normalize_identifier};
+use axum::response::IntoResponse;
+use palisade::core::{ClientIp, ProblemDetails, ProblemType, normalize_identifier};
 use palisade::http::ValidatedJson;
 use palisade_auth::session::sqlite::SqliteRefreshStore;
-use palisade_auth::{AuthUser, Login, Sessions, StorageError, StoredUser, UserDirectory};
+use palisade_auth::{
+    AuthUser, Login, Sessions, StorageError, StoredUser, TokenPair, UserDirectory,
+};
 use palisade_config::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
@@ -83,17 +85,10 @@ pub struct AuthState {
     pub clock: palisade::core::SharedClock,
 }
 
-/// A handler's answer: the success, or a problem stamped with the request id.
-type Answer = Result<Response, Response>;
-
-/// Stamps the request id on a problem document.
-fn problem(id: Option<&RequestId>) -> impl Fn(ProblemDetails) -> Response + '_ {
-    move |p| p.with_optional_request_id(id).into_response()
-}
-
-fn internal(id: Option<&RequestId>, what: &'static str, error: &dyn std::fmt::Display) -> Response {
+/// A database failure: logged, answered with a bare 500 problem.
+fn internal(what: &'static str, error: &dyn std::fmt::Display) -> ProblemDetails {
     tracing::error!(%error, "{what}");
-    problem(id)(ProblemDetails::new(ProblemType::INTERNAL).with_detail("internal error"))
+    ProblemDetails::new(ProblemType::INTERNAL).with_detail("internal error")
 }
 
 /// `POST /auth/register` body.
@@ -145,111 +140,85 @@ pub struct PasswordChange {
 /// `POST /auth/register`.
 pub async fn register(
     State(state): State<AuthState>,
-    id: Option<RequestId>,
     ValidatedJson(body): ValidatedJson<Credentials>,
-) -> Answer {
-    let id = id.as_ref();
+) -> Result<impl IntoResponse, ProblemDetails> {
     let email = normalize_identifier(&body.email);
     let hash = state
         .login
         .new_password_hash(&email, &body.password)
         .await
-        .map_err(|e| problem(id)(e.problem("password")))?;
+        .map_err(|e| e.problem("password"))?;
     let user_id = uuid::Uuid::now_v7().to_string();
     let created_at = palisade::core::clock::rfc3339_seconds(state.clock.unix_now().as_secs());
-    let inserted =
-        sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&user_id)
-            .bind(&email)
-            .bind(&hash)
-            .bind(&created_at)
-            .execute(&state.db)
-            .await;
-    match inserted {
-        Ok(_) => Ok((
-            StatusCode::CREATED,
-            Json(json!({ "id": user_id, "email": email })),
-        )
-            .into_response()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(problem(id)(
-            ProblemDetails::new(ProblemType::CONFLICT)
-                .with_detail("an account with this email already exists"),
-        )),
-        Err(e) => Err(internal(id, "could not store the user", &e)),
-    }
+    sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)")
+        .bind(&user_id)
+        .bind(&email)
+        .bind(&hash)
+        .bind(&created_at)
+        .execute(&state.db)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(e) if e.is_unique_violation() => {
+                ProblemDetails::new(ProblemType::CONFLICT)
+                    .with_detail("an account with this email already exists")
+            }
+            other => internal("could not store the user", &other),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": user_id, "email": email })),
+    ))
 }
 
 /// `POST /auth/login`.
 pub async fn login(
     State(state): State<AuthState>,
     client: ClientIp,
-    id: Option<RequestId>,
     ValidatedJson(body): ValidatedJson<LoginRequest>,
-) -> Answer {
-    let id = id.as_ref();
+) -> Result<TokenPair, ProblemDetails> {
     let user = state
         .login
         .attempt(&body.email, &body.password, &client)
-        .await
-        .map_err(|e| problem(id)(e.problem()))?;
-    let pair = state
-        .sessions
-        .issue(user.id())
-        .await
-        .map_err(|e| problem(id)(e.problem()))?;
-    Ok(pair.into_response())
+        .await?;
+    Ok(state.sessions.issue(user.id()).await?)
 }
 
 /// `POST /auth/refresh`.
 pub async fn refresh(
     State(state): State<AuthState>,
-    id: Option<RequestId>,
     ValidatedJson(body): ValidatedJson<RefreshRequest>,
-) -> Answer {
-    let pair = state
+) -> Result<TokenPair, ProblemDetails> {
+    Ok(state
         .sessions
         .refresh(body.refresh_token.expose_secret())
-        .await
-        .map_err(|e| problem(id.as_ref())(e.problem()))?;
-    Ok(pair.into_response())
+        .await?)
 }
 
 /// `POST /auth/logout`.
 pub async fn logout(
     State(state): State<AuthState>,
-    id: Option<RequestId>,
     user: AuthUser,
-) -> Answer {
-    state
-        .sessions
-        .logout(user.claims())
-        .await
-        .map_err(|e| problem(id.as_ref())(e.problem()))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+) -> Result<StatusCode, ProblemDetails> {
+    state.sessions.logout(user.claims()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /auth/logout-all`.
 pub async fn logout_all(
     State(state): State<AuthState>,
-    id: Option<RequestId>,
     user: AuthUser,
-) -> Answer {
-    state
-        .sessions
-        .end_all(user.id())
-        .await
-        .map_err(|e| problem(id.as_ref())(e.problem()))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+) -> Result<StatusCode, ProblemDetails> {
+    state.sessions.end_all(user.id()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /auth/password`.
 pub async fn change_password(
     State(state): State<AuthState>,
     client: ClientIp,
-    id: Option<RequestId>,
     user: AuthUser,
     ValidatedJson(body): ValidatedJson<PasswordChange>,
-) -> Answer {
+) -> Result<StatusCode, ProblemDetails> {
     state
         .login
         .change_password(
@@ -260,27 +229,26 @@ pub async fn change_password(
             &client,
         )
         .await
-        .map_err(|e| problem(id.as_ref())(e.problem("new_password")))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+        .map_err(|e| e.problem("new_password"))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /me`.
-pub async fn me(State(state): State<AuthState>, id: Option<RequestId>, user: AuthUser) -> Answer {
-    let id = id.as_ref();
+pub async fn me(
+    State(state): State<AuthState>,
+    user: AuthUser,
+) -> Result<impl IntoResponse, ProblemDetails> {
     let row: Option<(String, String, String)> =
         sqlx::query_as("SELECT id, email, created_at FROM users WHERE id = ?")
             .bind(user.id())
             .fetch_optional(&state.db)
             .await
-            .map_err(|e| internal(id, "could not read the user", &e))?;
-    match row {
-        Some((uid, email, created_at)) => Ok(Json(
-            json!({ "id": uid, "email": email, "created_at": created_at }),
-        )
-        .into_response()),
-        // The account is gone: the token no longer names anyone.
-        None => Err(problem(id)(
-            ProblemDetails::new(ProblemType::UNAUTHORIZED).with_detail("invalid credentials"),
-        )),
-    }
+            .map_err(|e| internal("could not read the user", &e))?;
+    // The account is gone: the token no longer names anyone.
+    let (id, email, created_at) = row.ok_or_else(|| {
+        ProblemDetails::new(ProblemType::UNAUTHORIZED).with_detail("invalid credentials")
+    })?;
+    Ok(Json(
+        json!({ "id": id, "email": email, "created_at": created_at }),
+    ))
 }

@@ -14,7 +14,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header::CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use palisade_auth::layer::AuthUser;
+use palisade::core::ProblemDetails;
+use palisade_auth::AuthUser;
 use palisade_fs::path::SafePath;
 use palisade_fs::serve;
 use palisade_fs::upload::UploadPolicy;
@@ -44,23 +45,23 @@ impl FilesState {
         })
     }
 
-    async fn user_root(&self, user: &AuthUser) -> Result<SafeRoot, Response> {
+    async fn user_root(&self, user: &AuthUser) -> Result<SafeRoot, ProblemDetails> {
         // User ids are UUIDs we issued; the rules check them all the same.
-        let id = self
+        let id = self.base.rules().parse(user.id())?;
+        Ok(self
             .base
-            .rules()
-            .parse(user.id())
-            .map_err(|e| e.problem().into_response())?;
-        self.base
             .blocking(move |base| base.sub_root(&id, true))
-            .await
-            .map_err(|e| e.problem().into_response())
+            .await?)
     }
 
     /// The caller's root and the requested path: the path is checked first,
     /// so an unsafe one never reaches the file system.
-    async fn target(&self, user: &AuthUser, uri: &Uri) -> Result<(SafeRoot, SafePath), Response> {
-        let path = self.path(uri).map_err(|e| e.problem().into_response())?;
+    async fn target(
+        &self,
+        user: &AuthUser,
+        uri: &Uri,
+    ) -> Result<(SafeRoot, SafePath), ProblemDetails> {
+        let path = self.path(uri)?;
         Ok((self.user_root(user).await?, path))
     }
 
@@ -77,57 +78,48 @@ pub async fn put(
     headers: HeaderMap,
     uri: Uri,
     body: Body,
-) -> Response {
-    let (root, path) = match files.target(&user, &uri).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+) -> Result<impl IntoResponse, ProblemDetails> {
+    let (root, path) = files.target(&user, &uri).await?;
     let declared = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    match files.uploads.store(&root, &path, declared, body).await {
-        Ok(stored) => (
-            StatusCode::CREATED,
-            Json(json!({
-                "path": stored.path.as_str(),
-                "size": stored.size,
-                "content_type": stored.content_type,
-                "sha256": stored.sha256,
-            })),
-        )
-            .into_response(),
-        Err(e) => e.problem().into_response(),
-    }
+    let stored = files.uploads.store(&root, &path, declared, body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "path": stored.path.as_str(),
+            "size": stored.size,
+            "content_type": stored.content_type,
+            "sha256": stored.sha256,
+        })),
+    ))
 }
 
 /// `GET /files/{*path}`.
-pub async fn get(State(files): State<FilesState>, user: AuthUser, uri: Uri) -> Response {
-    let (root, path) = match files.target(&user, &uri).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    match serve::download(&root, &path).await {
-        Ok(response) => response.map(Body::new),
-        Err(e) => e.problem().into_response(),
-    }
+pub async fn get(
+    State(files): State<FilesState>,
+    user: AuthUser,
+    uri: Uri,
+) -> Result<Response, ProblemDetails> {
+    let (root, path) = files.target(&user, &uri).await?;
+    Ok(serve::download(&root, &path).await?.map(Body::new))
 }
 
 /// `DELETE /files/{*path}`.
-pub async fn delete(State(files): State<FilesState>, user: AuthUser, uri: Uri) -> Response {
-    let (root, path) = match files.target(&user, &uri).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    match root.blocking(move |root| root.remove_file(&path)).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.problem().into_response(),
-    }
+pub async fn delete(
+    State(files): State<FilesState>,
+    user: AuthUser,
+    uri: Uri,
+) -> Result<StatusCode, ProblemDetails> {
+    let (root, path) = files.target(&user, &uri).await?;
+    root.blocking(move |root| root.remove_file(&path)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /files`: every file of the caller, with its size and sniffed type.
-pub async fn list(State(files): State<FilesState>, user: AuthUser) -> Response {
-    let root = match files.user_root(&user).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+pub async fn list(
+    State(files): State<FilesState>,
+    user: AuthUser,
+) -> Result<impl IntoResponse, ProblemDetails> {
+    let root = files.user_root(&user).await?;
     let listed = root
         .blocking(|root| {
             let entries = root.list_files(MAX_LISTED)?;
@@ -146,9 +138,6 @@ pub async fn list(State(files): State<FilesState>, user: AuthUser) -> Response {
                     .collect::<Vec<_>>(),
             )
         })
-        .await;
-    match listed {
-        Ok(files) => Json(json!({ "files": files })).into_response(),
-        Err(e) => e.problem().into_response(),
-    }
+        .await?;
+    Ok(Json(json!({ "files": listed })))
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod files;
+pub mod metrics;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -14,13 +15,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use palisade::core::ConfigError;
 use palisade::prelude::*;
-use palisade::ratelimit::{KeyBy, Policy, RateLimit, RateLimitLayer};
+use palisade::ratelimit::{ClientConcurrencyLayer, KeyBy, Policy, RateLimit, RateLimitLayer};
 use palisade::store::{FailPolicy, MemoryStore, Quota, RedisOptions, Store};
 use palisade::telemetry::{Metrics, Readiness};
 use palisade_auth::session::sqlite::SqliteRefreshStore;
@@ -28,12 +28,13 @@ use palisade_auth::{
     AuthLayer, Hasher, Jwt, JwtConfig, Lockout, LockoutPolicy, Login, PasswordPolicy, Revocations,
     Sessions,
 };
+use palisade_config::ExposeSecret;
 use palisade_config::keys::KeyRing;
-use palisade_config::{ExposeSecret, SecretString};
 use serde_json::json;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
+use metrics::{MetricsEndpoint, Tokenless};
 pub use palisade_config::Profile;
 pub use settings::Settings;
 
@@ -49,7 +50,6 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub struct AppState {
     readiness: Readiness,
     metrics: Metrics,
-    metrics_token: Option<std::sync::Arc<SecretString>>,
     store: Store,
     auth: auth::AuthState,
     files: files::FilesState,
@@ -99,7 +99,6 @@ impl AppState {
         Ok(Self {
             readiness,
             metrics: Metrics::new(),
-            metrics_token: settings.metrics_token.clone().map(std::sync::Arc::new),
             store,
             auth,
             files: files::FilesState::open(&settings.data_dir).map_err(|_| {
@@ -290,10 +289,15 @@ pub fn rate_limits(store: Store) -> Result<RateLimitLayer, ConfigError> {
         .build()
 }
 
-/// The application: routes wrapped in the Palisade secure stack.
-pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigError> {
+/// Requests in flight per client address (the contract's default limits).
+pub const MAX_IN_FLIGHT_PER_CLIENT: u32 = 20;
+
+/// The application: routes wrapped in the Palisade secure stack, composed
+/// once — auth and limits in their slots, so every request counts, 404s,
+/// 405s and preflights included.
+pub fn router(state: &AppState, settings: &Settings) -> Result<Router, ConfigError> {
     let client_ip = ClientIpResolver::builder()
-        .trusted_proxies(settings.trusted_proxies.iter().cloned())
+        .trusted_proxies(settings.trusted_proxies.iter().map(ToString::to_string))
         .build()?;
     let cors = Cors::new()
         .allow_origins(settings.cors_origins.iter().cloned())
@@ -305,9 +309,8 @@ pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigErro
         ])
         .allow_headers(["authorization", "content-type", "x-request-id"])
         .expose_headers(["x-request-id", "retry-after"]);
-    let metrics = state.metrics.clone();
     let limits = rate_limits(state.store.clone())?;
-    metrics.register(|registry| {
+    state.metrics.register(|registry| {
         limits.register_metrics(registry);
         state.store.register_metrics(registry);
         state.auth.login.lockout().register_metrics(registry);
@@ -334,23 +337,56 @@ pub fn router(state: AppState, settings: &Settings) -> Result<Router, ConfigErro
         .route("/files", get(files::list))
         .with_state(state.files.clone())
         .layer(palisade::http::BodyLimitLayer::new(files::MAX_UPLOAD));
-    let routes = Router::new()
+    let mut routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(self::metrics))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(auth_routes)
-        .merge(file_routes)
-        // Inside the stack, after ClientIp, with route patterns known: the
-        // auth layer first (it names the user), then the limits.
+        .merge(file_routes);
+    // With an internal metrics listener, the main one has no /metrics (404).
+    if settings.metrics_listen.is_none() {
+        // Only `dev` serves local peers without the token.
+        let tokenless = match settings.profile {
+            Profile::Dev => Tokenless::LocalOnly,
+            _ => Tokenless::Nobody,
+        };
+        routes = routes.merge(
+            MetricsEndpoint::new(
+                state.metrics.clone(),
+                settings.metrics_token.clone(),
+                tokenless,
+                &settings.trusted_proxies,
+            )
+            .router(),
+        );
+    }
+    let limits = tower::ServiceBuilder::new()
         .layer(limits)
-        .layer(auth_layer);
+        .layer(ClientConcurrencyLayer::new(MAX_IN_FLIGHT_PER_CLIENT));
     Ok(SecureStack::api()
         .client_ip(client_ip)
         .cors(cors)
-        .metrics(metrics)
+        .metrics(state.metrics.clone())
+        .auth(auth_layer)
+        .rate_limit(limits)
         .build()?
         .apply(routes))
+}
+
+/// The internal metrics listener's application (`APP_METRICS_LISTEN`):
+/// `/metrics` alone, for whoever reaches the address (or the token holder
+/// when `APP_METRICS_TOKEN` is set), behind the security headers and
+/// request ids.
+pub fn metrics_router(state: &AppState, settings: &Settings) -> Result<Router, ConfigError> {
+    Ok(SecureStack::api().build()?.apply(
+        MetricsEndpoint::new(
+            state.metrics.clone(),
+            settings.metrics_token.clone(),
+            Tokenless::Anyone,
+            &settings.trusted_proxies,
+        )
+        .router(),
+    ))
 }
 
 /// Liveness: the process is up. Checks nothing else.
@@ -365,48 +401,13 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     (report.status(), Json(report.to_json()))
 }
 
-/// Compares without an early exit on the first differing byte, so response
-/// time does not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Prometheus metrics: with `APP_METRICS_TOKEN`, for `Authorization: Bearer
-/// <token>` only; without it, for loopback clients only.
-async fn metrics(
-    State(state): State<AppState>,
-    client: ClientIp,
-    headers: HeaderMap,
-) -> axum::response::Response {
-    let allowed = match &state.metrics_token {
-        Some(token) => headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .is_some_and(|given| constant_time_eq(given, token.expose_secret().as_bytes())),
-        None => client.ip().is_loopback(),
-    };
-    if !allowed {
-        return ProblemDetails::new(ProblemType::FORBIDDEN)
-            .with_detail("metrics are not served to this client")
-            .into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
-}
-
 /// Runs the server until SIGTERM or SIGINT, then drains for at most
 /// [`SHUTDOWN_GRACE`].
 pub async fn run(settings: Settings) -> Result<(), RunError> {
     let db = open_database(&settings).await?;
     let store = open_store(&settings).map_err(RunError::Config)?;
     let state = AppState::new(&db, store, &settings).map_err(RunError::Config)?;
-    let app = router(state.clone(), &settings).map_err(RunError::Config)?;
+    let app = router(&state, &settings).map_err(RunError::Config)?;
     let sessions = state.sessions().clone();
     // A failed pass is logged and retried at the next tick; the loop itself
     // cannot fail.
@@ -424,6 +425,23 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         .await
         .map_err(RunError::Bind)?;
     let addr = listener.local_addr().map_err(RunError::Bind)?;
+    let internal = match settings.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(RunError::Bind)?;
+            let app = metrics_router(&state, &settings).map_err(RunError::Config)?;
+            tracing::info!(addr = %at, "serving /metrics on the internal listener");
+            Some(tokio::spawn(async move {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await
+            }))
+        }
+        None => None,
+    };
     tracing::info!(addr = %addr, profile = %settings.profile, "listening");
 
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
@@ -449,6 +467,9 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         () = deadline => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "drain deadline passed; dropping remaining requests"),
     }
     pruning.abort();
+    if let Some(internal) = internal {
+        internal.abort();
+    }
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use ipnet::IpNet;
+
 use palisade::core::client_ip::parse_network;
 use palisade::prelude::*;
 use palisade::telemetry::LogFormat;
@@ -30,6 +32,7 @@ struct Raw {
     #[serde(deserialize_with = "list")]
     cors_origins: Vec<String>,
     metrics_token: Option<SecretString>,
+    metrics_listen: Option<String>,
     jwt_secret: Option<SecretString>,
     log_format: Option<String>,
     /// Accepted so that a file may name its profile; read by the loader.
@@ -46,6 +49,7 @@ impl Default for Raw {
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             metrics_token: None,
+            metrics_listen: None,
             jwt_secret: None,
             log_format: None,
             profile: None,
@@ -86,8 +90,8 @@ pub struct Settings {
     /// `APP_REDIS_URL`: the shared store of limits, lockouts and revocations;
     /// absent = in-process memory. A secret: the URL may hold a password.
     pub redis_url: Option<SecretString>,
-    /// `APP_TRUSTED_PROXIES`: CIDRs whose forwarding headers are believed.
-    pub trusted_proxies: Vec<String>,
+    /// `APP_TRUSTED_PROXIES`: networks whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
     /// `APP_CORS_ORIGINS`: exact origins allowed to call the API from a browser.
     pub cors_origins: Vec<String>,
     /// The JWT signing key (`APP_JWT_SECRET` / `APP_JWT_SECRET_FILE`), HS256.
@@ -95,8 +99,13 @@ pub struct Settings {
     /// `APP_LOG_FORMAT`: `json` (default) or `pretty` for local development.
     pub log_format: LogFormat,
     /// `APP_METRICS_TOKEN`: the bearer token `/metrics` requires; without it
-    /// `/metrics` is served to loopback clients only.
+    /// `/metrics` is served only to a loopback peer that is not a trusted
+    /// proxy and sends no forwarding header (and, in `prod`, not at all on
+    /// the main listener).
     pub metrics_token: Option<SecretString>,
+    /// `APP_METRICS_LISTEN`: a second (internal) address serving `/metrics`
+    /// alone; the main listener then answers 404 there.
+    pub metrics_listen: Option<SocketAddr>,
     /// Warnings to log once logging is up (a generated key, a shared secret file).
     pub warnings: Report,
 }
@@ -157,13 +166,17 @@ impl Settings {
                 );
             }
         }
-        if let Some(e) = raw
-            .trusted_proxies
-            .iter()
-            .find_map(|p| parse_network(p, "APP_TRUSTED_PROXIES").err())
-        {
-            report.problem(loader.setting("trusted_proxies"), e.rule().to_owned());
-        }
+        let trusted_proxies = trusted_proxies(&raw.trusted_proxies, &profile, loader, &mut report);
+        let metrics_listen = raw.metrics_listen.as_deref().and_then(|addr| {
+            addr.parse::<SocketAddr>()
+                .map_err(|_| {
+                    report.problem(
+                        loader.setting("metrics_listen"),
+                        "must be an IP address and port, e.g. 127.0.0.1:9090",
+                    );
+                })
+                .ok()
+        });
         if let Err(e) = Cors::new()
             .allow_origins(raw.cors_origins.iter().cloned())
             .build()
@@ -201,15 +214,53 @@ impl Settings {
                 data_dir: raw.data_dir,
                 database_url,
                 redis_url: raw.redis_url.map(SecretString::from),
-                trusted_proxies: raw.trusted_proxies,
+                trusted_proxies,
                 cors_origins: raw.cors_origins,
                 jwt_key,
                 log_format,
                 metrics_token,
+                metrics_listen,
                 warnings: report,
             }),
             _ => Err(report),
         }
+    }
+}
+
+/// `APP_TRUSTED_PROXIES` parsed; in `prod`, networks wider than /8 (IPv4)
+/// or /32 (IPv6) are refused.
+fn trusted_proxies(
+    proxies: &[String],
+    profile: &Profile,
+    loader: &Loader,
+    report: &mut Report,
+) -> Vec<IpNet> {
+    let mut trusted_proxies = Vec::with_capacity(proxies.len());
+    for proxy in proxies {
+        match parse_network(proxy, "APP_TRUSTED_PROXIES") {
+            Ok(net) => trusted_proxies.push(net),
+            Err(e) => {
+                report.problem(loader.setting("trusted_proxies"), e.rule().to_owned());
+                break;
+            }
+        }
+    }
+    if *profile == Profile::Prod && trusted_proxies.iter().any(too_wide) {
+        report.problem(
+            loader.setting("trusted_proxies"),
+            "must not contain a network wider than /8 (IPv4) or /32 (IPv6) in prod: \
+         anyone inside it could set the client address",
+        );
+    }
+    trusted_proxies
+}
+
+/// A trusted-proxy network so wide that trusting it makes forwarding
+/// headers spoofable by a large part of the Internet.
+fn too_wide(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(v4) => v4.prefix_len() < 8,
+        IpNet::V6(v6) => v6.prefix_len() < 32,
     }
 }
 
@@ -273,9 +324,56 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);
-        assert_eq!(s.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        let proxies: Vec<String> = s.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "::1/128"]);
         assert!(s.warnings.warnings().is_empty());
         assert!(!format!("{s:?}").contains(&STRONG[..8]));
+    }
+
+    #[test]
+    fn prod_refuses_trusted_proxy_networks_wider_than_a_slash_8_or_32() {
+        for wide in [
+            "0.0.0.0/0",
+            "::/0",
+            "10.0.0.0/7",
+            "2001:db8::/31",
+            "0.0.0.0/0,::/0",
+        ] {
+            let report = Settings::from_vars([
+                ("APP_PROFILE", "prod"),
+                ("APP_JWT_SECRET", STRONG),
+                ("APP_TRUSTED_PROXIES", wide),
+            ])
+            .unwrap_err();
+            assert!(
+                report
+                    .to_string()
+                    .contains("APP_TRUSTED_PROXIES: must not contain"),
+                "{wide}"
+            );
+        }
+        for fine in ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"] {
+            Settings::from_vars([
+                ("APP_PROFILE", "prod"),
+                ("APP_JWT_SECRET", STRONG),
+                ("APP_TRUSTED_PROXIES", fine),
+            ])
+            .unwrap();
+        }
+        // dev accepts them (a local experiment), prod never does.
+        assert!(Settings::from_vars([("APP_TRUSTED_PROXIES", "0.0.0.0/0")]).is_ok());
+    }
+
+    #[test]
+    fn the_metrics_listener_is_an_address() {
+        let s = Settings::from_vars([("APP_METRICS_LISTEN", "127.0.0.1:9090")]).unwrap();
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        let report = Settings::from_vars([("APP_METRICS_LISTEN", "everywhere")]).unwrap_err();
+        assert!(
+            report
+                .to_string()
+                .contains("APP_METRICS_LISTEN: must be an IP address")
+        );
     }
 
     #[test]

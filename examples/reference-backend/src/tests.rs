@@ -9,7 +9,7 @@ async fn app(dir: &Path) -> (Router, AppState, SqlitePool) {
     let settings = Settings::from_vars([("APP_DATA_DIR", dir.display().to_string())]).unwrap();
     let db = open_database(&settings).await.unwrap();
     let state = AppState::new(&db, open_store(&settings).unwrap(), &settings).unwrap();
-    (router(state.clone(), &settings).unwrap(), state, db)
+    (router(&state, &settings).unwrap(), state, db)
 }
 
 async fn get_json(app: Router, uri: &str) -> (u16, serde_json::Value) {
@@ -93,7 +93,7 @@ mod auth_flow {
         let state =
             AppState::with_clock(&db, open_store(&settings).unwrap(), &settings, shared).unwrap();
         Env {
-            app: router(state, &settings).unwrap(),
+            app: router(&state, &settings).unwrap(),
             clock,
             _dir: dir,
         }
@@ -349,7 +349,7 @@ mod files_corpus {
         let store = Store::memory(MemoryStore::builder().clock(limits_clock).build());
         let tokens_clock = Arc::new(ManualClock::at_unix(Duration::from_secs(1_800_000_000)));
         let state = AppState::with_clock(&db, store, &settings, tokens_clock).unwrap();
-        let app = router(state, &settings).unwrap();
+        let app = router(&state, &settings).unwrap();
         // A canary next to the users' roots and one in the data dir.
         std::fs::write(data.join("canary.txt"), "CANARY-DATA").unwrap();
         std::fs::write(data.join("files").join("canary.txt"), "CANARY-FILES").unwrap();
