@@ -6,11 +6,18 @@
 //! | `Content-Type` not JSON | 415 | problem |
 //! | body over the cap (1 MiB by default, the `LIMIT` parameter) | 413 | problem |
 //! | malformed JSON | 400 | problem with the line and column |
-//! | wrong type, missing or unknown field | 422 | `errors[{field, code, message}]` |
+//! | wrong type, missing field | 422 | `errors[{field, code, message}]` |
+//! | unknown field | 422 | the same, at the parent's path, with the line and column |
 //! | `validator::Validate` fails | 422 | `errors[{field, code, message}]` |
 //!
 //! Error messages never echo submitted values (serde's messages do, so they
 //! are not used): a password sent as a number must not come back in a response.
+//! Nor do they echo names the client chose: an unknown field (with
+//! `#[serde(deny_unknown_fields)]`) is reported at its parent's path with its
+//! line and column, not its name, and a path segment that is not a plain name
+//! (1–64 of `[A-Za-z0-9_-]`, e.g. a map key with markup or a long string) is
+//! written `?`. Map keys that are plain names do appear in paths: do not key
+//! a map by a secret.
 //!
 //! # Example
 //!
@@ -44,6 +51,7 @@
 //! ```
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use axum::extract::{FromRequest, Request};
 use http::header::CONTENT_TYPE;
@@ -136,26 +144,38 @@ fn deserialize_problem(
             inner.column()
         ));
     }
-    let path = err.path().to_string();
-    // serde's messages quote the offending value; only field names are taken from them.
+    // serde's messages quote what was sent (unknown field and variant names,
+    // invalid values): the text is only matched against fixed prefixes,
+    // never copied into the answer.
     let message = inner.to_string();
-    // A missing field is reported at its parent's path, an unknown one at its own.
-    let missing = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next());
-    let error = if let Some(name) = missing {
-        let field = if path == "." {
-            name.to_owned()
-        } else {
-            format!("{path}.{name}")
-        };
-        FieldError::new(field, "required", "this field is required")
-    } else if message.starts_with("unknown field `") {
-        FieldError::new(path, "unknown_field", "this field is not accepted")
-    } else {
-        let field = if path == "." { String::new() } else { path };
+    let segments = err.path().iter();
+    let error = if message.starts_with("unknown field `") {
+        // The path ends with the unknown name itself: report its parent and
+        // where the name is, not the name.
+        let parent = segments.len().saturating_sub(1);
         FieldError::new(
-            field,
+            field_path(segments.take(parent), None),
+            "unknown_field",
+            format!(
+                "a field that is not accepted, at line {} column {}",
+                inner.line(),
+                inner.column()
+            ),
+        )
+    } else if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        // A missing field is reported at its parent's path; its name is one
+        // of the type's own (a `&'static str` of the derive).
+        FieldError::new(
+            field_path(segments, Some(name)),
+            "required",
+            "this field is required",
+        )
+    } else {
+        FieldError::new(
+            field_path(segments, None),
             "invalid_type",
             "this value has the wrong type or format",
         )
@@ -163,6 +183,45 @@ fn deserialize_problem(
     problem(ProblemType::VALIDATION)
         .with_detail("one or more fields are invalid")
         .with_error(error)
+}
+
+/// The longest path segment written as it is.
+const MAX_SEGMENT: usize = 64;
+
+/// `address.city`, `tags[2].name`: the segments of a path, each written only
+/// when it is a plain name (1–64 of `[A-Za-z0-9_-]`), else as `?`. Struct
+/// fields are plain names; a map key is whatever the client sent, so markup,
+/// quotes, control characters or a long string never come back.
+fn field_path<'a>(
+    segments: impl Iterator<Item = &'a serde_path_to_error::Segment>,
+    last: Option<&str>,
+) -> String {
+    use serde_path_to_error::Segment;
+    fn push_name(out: &mut String, name: &str) {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        let plain = (1..=MAX_SEGMENT).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        out.push_str(if plain { name } else { "?" });
+    }
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => {
+                // Writing to a `String` cannot fail.
+                let _ = write!(out, "[{index}]");
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => push_name(&mut out, key),
+            Segment::Unknown => push_name(&mut out, "?"),
+        }
+    }
+    if let Some(name) = last {
+        push_name(&mut out, name);
+    }
+    out
 }
 
 /// Flattens nested validation errors into `field` paths (`address.city`,

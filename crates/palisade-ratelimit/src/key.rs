@@ -6,6 +6,19 @@
 //! header, a field of the JSON body (read without taking the body from the
 //! handler), or a closure.
 //!
+//! # When a source has no value
+//!
+//! A limit the client can switch off by leaving something out is no limit,
+//! so each source says what happens when the request does not carry it:
+//!
+//! | source | without a value | why |
+//! | --- | --- | --- |
+//! | [`KeyBy::client_ip`] | 500 `no_client_ip` | the client IP layer is missing: a misconfiguration |
+//! | [`KeyBy::json_field`] | **400 `unkeyed`** (missing, not a string, blank, body not a JSON object) | the client chooses the body: an account limit it could skip by sending `{"email": 1}` would protect nothing. [`KeyBy::fail_open_when_missing`] lets such requests through unlimited instead |
+//! | [`KeyBy::user`] | the policy does not apply | anonymous requests are refused by the auth layer or counted by an IP policy |
+//! | [`KeyBy::header`] | the policy does not apply when the header is **absent**; a present value is always counted (bytes that are not UTF-8 included) | a client can always omit a header: pair a header policy with an IP policy |
+//! | [`KeyBy::custom`] | the closure's `None`: the policy does not apply | your closure decides; return a constant key (one shared bucket) to fail closed |
+//!
 //! # Example
 //!
 //! ```
@@ -15,6 +28,9 @@
 //! let key = KeyBy::json_field("email").and(KeyBy::client_ip());
 //! assert!(key.needs_body());
 //! assert!(!KeyBy::client_ip().needs_body());
+//! // Bodies without a string `email` are refused (400), unless loosened:
+//! assert!(!key.fails_open());
+//! assert!(KeyBy::json_field("email").fail_open_when_missing().fails_open());
 //! ```
 
 use std::fmt;
@@ -35,8 +51,16 @@ enum Source {
     User,
     Route,
     Header(HeaderName),
-    JsonField(Arc<str>, Normalize),
+    JsonField(JsonField),
     Custom(Custom),
+}
+
+#[derive(Clone)]
+struct JsonField {
+    name: Arc<str>,
+    normalize: Normalize,
+    /// Requests without the field pass unlimited instead of being refused.
+    fail_open: bool,
 }
 
 impl fmt::Debug for Source {
@@ -46,7 +70,10 @@ impl fmt::Debug for Source {
             Self::User => f.write_str("User"),
             Self::Route => f.write_str("Route"),
             Self::Header(h) => write!(f, "Header({h})"),
-            Self::JsonField(name, _) => write!(f, "JsonField({name})"),
+            Self::JsonField(field) if field.fail_open => {
+                write!(f, "JsonField({}, fail open)", field.name)
+            }
+            Self::JsonField(field) => write!(f, "JsonField({})", field.name),
             Self::Custom(_) => f.write_str("Custom"),
         }
     }
@@ -97,27 +124,71 @@ impl KeyBy {
         Self::one(Source::Route)
     }
 
-    /// A request header's value; the policy does not apply without it.
+    /// A request header's value, compared exactly. The policy does not apply
+    /// when the header is absent (a client can always leave it out: pair it
+    /// with a [`KeyBy::client_ip`] policy); a present value is always
+    /// counted, including one that is not visible ASCII.
     pub fn header(name: HeaderName) -> Self {
         Self::one(Source::Header(name))
     }
 
     /// A top-level string field of a JSON body, normalised with
     /// [`normalize_identifier`] (trimmed, NFKC, lower-cased) like the login
-    /// flow and the lockout normalise it. The
-    /// body is buffered (up to the layer's `max_body`) and handed on intact.
-    /// The policy does not apply when the body is not JSON or lacks the field.
+    /// flow and the lockout normalise it. The body is buffered (up to the
+    /// layer's `max_body`) and handed on intact.
+    ///
+    /// A request whose body has no such field — the field missing, `null`,
+    /// a number, an array or object, blank, or the body not a JSON object
+    /// (wrong `Content-Type` included) — is **refused** with 400
+    /// problem+json naming the field (never echoing a value), counted as the
+    /// policy's `unkeyed` outcome and rejection reason `unkeyed`: otherwise
+    /// `{"email": 1}` would skip a per-account login limit.
+    /// [`KeyBy::fail_open_when_missing`] loosens that. Scope such a policy
+    /// to the methods that carry the body (`Policy::methods([POST])`), or a
+    /// `GET` of the route is refused too.
     pub fn json_field(name: &str) -> Self {
-        Self::one(Source::JsonField(Arc::from(name), normalize_identifier))
+        Self::one(Source::JsonField(JsonField {
+            name: Arc::from(name),
+            normalize: normalize_identifier,
+            fail_open: false,
+        }))
     }
 
     /// Like [`KeyBy::json_field`] with your own normalisation.
     pub fn json_field_with(name: &str, normalize: fn(&str) -> String) -> Self {
-        Self::one(Source::JsonField(Arc::from(name), normalize))
+        Self::one(Source::JsonField(JsonField {
+            name: Arc::from(name),
+            normalize,
+            fail_open: false,
+        }))
+    }
+
+    /// **Loosens security.** The JSON fields of this key no longer refuse
+    /// requests that lack them: such requests pass **without this policy**
+    /// (unlimited by it), as when the field is optional in your API. Anyone
+    /// can then skip the limit by leaving the field out or sending it as
+    /// another type, so keep an IP policy on the same route.
+    pub fn fail_open_when_missing(mut self) -> Self {
+        for source in &mut self.sources {
+            if let Source::JsonField(field) = source {
+                field.fail_open = true;
+            }
+        }
+        self
+    }
+
+    /// Whether a request without one of the key's JSON fields passes
+    /// unlimited ([`KeyBy::fail_open_when_missing`]) instead of being refused.
+    pub fn fails_open(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|s| matches!(s, Source::JsonField(f) if f.fail_open))
     }
 
     /// Any value computed from the request head; `None` = the policy does not
-    /// apply.
+    /// apply to this request (fails open: if a client can make your closure
+    /// return `None`, it can skip the policy — return a constant key instead
+    /// to count such requests in one shared bucket).
     pub fn custom(f: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static) -> Self {
         Self::one(Source::Custom(Arc::new(f)))
     }
@@ -144,27 +215,31 @@ impl KeyBy {
         &self,
         parts: &Parts,
         json: Option<&serde_json::Map<String, serde_json::Value>>,
-    ) -> Result<Option<OwnedKey>, MissingClientIp> {
+    ) -> Result<Option<OwnedKey>, Unkeyable> {
         let mut key = OwnedKey::default();
         for (slot, source) in key.parts.iter_mut().zip(&self.sources) {
             let part = match source {
                 Source::ClientIp => match parts.extensions.get::<ClientIp>() {
                     Some(ip) => OwnedPart::Ip(ip.key()),
-                    None => return Err(MissingClientIp),
+                    None => return Err(Unkeyable::MissingClientIp),
                 },
                 Source::User => match parts.extensions.get::<Principal>() {
                     Some(p) => OwnedPart::Text(p.id().to_owned()),
                     None => return Ok(None),
                 },
                 Source::Route => OwnedPart::Text(route(parts).to_owned()),
-                Source::Header(name) => match parts.headers.get(name).map(|v| v.to_str()) {
-                    Some(Ok(v)) => OwnedPart::Text(v.to_owned()),
-                    _ => return Ok(None),
+                Source::Header(name) => match parts.headers.get(name) {
+                    Some(value) => OwnedPart::Text(header_text(value.as_bytes())),
+                    None => return Ok(None),
                 },
-                Source::JsonField(name, normalize) => {
-                    match json.and_then(|m| m.get(&**name)).and_then(|v| v.as_str()) {
-                        Some(v) if !v.trim().is_empty() => OwnedPart::Text(normalize(v)),
-                        _ => return Ok(None),
+                Source::JsonField(field) => {
+                    let value = json
+                        .and_then(|m| m.get(&*field.name))
+                        .and_then(serde_json::Value::as_str);
+                    match value {
+                        Some(v) if !v.trim().is_empty() => OwnedPart::Text((field.normalize)(v)),
+                        _ if field.fail_open => return Ok(None),
+                        _ => return Err(Unkeyable::MissingField(Arc::clone(&field.name))),
                     }
                 }
                 Source::Custom(f) => match f(parts) {
@@ -178,6 +253,23 @@ impl KeyBy {
     }
 }
 
+/// A header value as key text: itself when it is UTF-8 (visible ASCII
+/// included), else NUL (which no header value contains) and the bytes in
+/// hex, so distinct values stay distinct.
+fn header_text(bytes: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(1 + 2 * bytes.len());
+    out.push('\0');
+    for b in bytes {
+        for nibble in [b >> 4, b & 0x0f] {
+            out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
+    }
+    out
+}
+
 fn route(parts: &Parts) -> &str {
     #[cfg(feature = "axum")]
     if let Some(matched) = parts.extensions.get::<axum::extract::MatchedPath>() {
@@ -186,9 +278,15 @@ fn route(parts: &Parts) -> &str {
     parts.uri.path()
 }
 
-/// The request has no [`ClientIp`] extension.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MissingClientIp;
+/// Why a key could not be built.
+#[derive(Debug, Clone)]
+pub(crate) enum Unkeyable {
+    /// The request has no [`ClientIp`] extension.
+    MissingClientIp,
+    /// The body has no usable value for this JSON field (and the key does
+    /// not fail open).
+    MissingField(Arc<str>),
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum OwnedPart {
@@ -240,10 +338,32 @@ mod tests {
     }
 
     #[test]
-    fn user_and_fields_are_optional() {
+    fn user_is_optional_and_fields_are_required_unless_loosened() {
         let p = parts(|_| {});
         assert_eq!(KeyBy::user().extract(&p, None).unwrap(), None);
-        assert_eq!(KeyBy::json_field("email").extract(&p, None).unwrap(), None);
+        assert!(matches!(
+            KeyBy::json_field("email").extract(&p, None),
+            Err(Unkeyable::MissingField(name)) if &*name == "email"
+        ));
+        for body in [r#"{"email":1}"#, r#"{"email":" "}"#, r#"{"mail":"a@b.c"}"#] {
+            let body: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(body).unwrap();
+            assert!(
+                KeyBy::json_field("email")
+                    .and(KeyBy::route())
+                    .extract(&p, Some(&body))
+                    .is_err()
+            );
+            let loose = KeyBy::json_field("email").fail_open_when_missing();
+            assert_eq!(loose.extract(&p, Some(&body)).unwrap(), None);
+        }
+        assert_eq!(
+            KeyBy::json_field("email")
+                .fail_open_when_missing()
+                .extract(&p, None)
+                .unwrap(),
+            None
+        );
         let p = parts(|r| {
             r.extensions_mut().insert(Principal::new("u1"));
         });
@@ -264,6 +384,32 @@ mod tests {
             .unwrap();
         assert_eq!(a, b);
         assert!(a.is_some());
+    }
+
+    #[test]
+    fn a_present_header_is_always_counted_whatever_its_bytes() {
+        let key = |value: &[u8]| {
+            let p = parts(|r| {
+                r.headers_mut()
+                    .insert("x-tenant", http::HeaderValue::from_bytes(value).unwrap());
+            });
+            KeyBy::header(HeaderName::from_static("x-tenant"))
+                .extract(&p, None)
+                .unwrap()
+        };
+        let ascii = key(b"t9").unwrap();
+        let latin1 = key(b"t\xe9").unwrap();
+        let other = key(b"t\xe8").unwrap();
+        assert_ne!(latin1, other, "distinct bytes, distinct keys");
+        assert_ne!(ascii, latin1);
+        assert_eq!(key("tè".as_bytes()), key("tè".as_bytes()));
+        let absent = parts(|_| {});
+        assert_eq!(
+            KeyBy::header(HeaderName::from_static("x-tenant"))
+                .extract(&absent, None)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

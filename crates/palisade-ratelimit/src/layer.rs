@@ -13,13 +13,37 @@
 //!   and the same headers unless the refusing policy hides them.
 //! - Store unreachable: each policy's [`FailPolicy`] applies; if any
 //!   applicable policy fails closed, 503 problem+json with `Retry-After: 1`.
+//! - A [`KeyBy::json_field`](crate::KeyBy::json_field) key without its
+//!   field (or a body that is not a JSON object): 400 problem+json naming the
+//!   field, reason `unkeyed`, before any quota is spent — unless the key
+//!   [fails open](crate::KeyBy::fail_open_when_missing).
 //! - Dry-run policies are decided in a second call, counted and logged, and
 //!   never refuse.
 //!
 //! Every decision is counted by policy and outcome
 //! (`palisade_ratelimit_decisions_total`); rejections carry the `Rejection`
-//! reason `rate_limited` (or `store_unavailable`) for the access log; one WARN
-//! line per policy per rejection burst.
+//! reason `rate_limited` (or `store_unavailable`, `unkeyed`) for the access
+//! log; one WARN line per policy per rejection burst.
+//!
+//! # What the quota headers say
+//!
+//! A GCRA policy of `limit` per `period` with a `burst` is a bucket of
+//! `burst` requests refilling at one per `period / limit`. The headers
+//! describe that bucket, so that `r` is always a part of `q`:
+//!
+//! - `RateLimit-Policy: "name";q=<burst>;w=<seconds an empty bucket takes
+//!   to refill, rounded up>` — `Quota::per_second(30).with_burst(50)` is
+//!   `q=50;w=2`; without a burst (`burst = limit`) it is simply
+//!   `q=<limit>;w=<period>` (`per_minute(5)`: `q=5;w=60`);
+//! - `RateLimit: "name";r=<requests left now>;t=<seconds until the bucket
+//!   is full again>`, with `r ≤ q` and `t ≤ w` on every response.
+//!
+//! A client of the draft that spends `r` and then waits `t`, or that paces
+//! itself at `q` per `w`, is never refused; the rounding of `w` only makes
+//! the advertised rate a little lower than the real one (`50 per 2 s` for
+//! 30/s), never higher. Advertising `q=<limit>;w=<period>` instead would
+//! let `r` (up to the burst) exceed `q`, which the draft's clients read as
+//! more than the whole quota left.
 //!
 //! Place it inside the router (`Router::layer`) so route patterns are known,
 //! and after `ClientIpLayer`.
@@ -73,7 +97,7 @@ use prometheus_client::registry::Registry;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::key::OwnedKey;
+use crate::key::{OwnedKey, Unkeyable};
 use crate::policy::Policy;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -84,13 +108,14 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The outcomes counted per policy.
-const OUTCOMES: [&str; 6] = [
+const OUTCOMES: [&str; 7] = [
     "allowed",
     "limited",
     "dry_run_limited",
     "bypassed",
     "unavailable",
     "degraded",
+    "unkeyed",
 ];
 
 /// The largest body read to find a JSON key field.
@@ -242,7 +267,9 @@ pub struct RateLimitLayer {
 impl RateLimitLayer {
     /// Registers `palisade_ratelimit_decisions_total{policy, outcome}`;
     /// outcomes: `allowed`, `limited`, `dry_run_limited`, `bypassed`,
-    /// `unavailable`, `degraded` (decided by a fallback or failed open).
+    /// `unavailable`, `degraded` (decided by a fallback or failed open),
+    /// `unkeyed` (a JSON-field key found no value: refused with 400, or
+    /// only counted for a dry-run policy).
     pub fn register_metrics(&self, registry: &mut Registry) {
         registry.register(
             "palisade_ratelimit_decisions",
@@ -329,7 +356,7 @@ impl Shared {
                 match policy.key.extract(parts, None) {
                     Ok(Some(key)) => Some(key),
                     Ok(None) => continue,
-                    Err(_) => return Err(Box::new(no_client_ip(parts))),
+                    Err(why) => return Err(Box::new(self.unkeyable(index, parts, &why))),
                 }
             };
             if let Some(slot) = slots.next() {
@@ -340,7 +367,8 @@ impl Shared {
         Ok(plan)
     }
 
-    /// Fills in the keys that come from the JSON body.
+    /// Fills in the keys that come from the JSON body (`None` when the body
+    /// is not a JSON object).
     fn complete(
         &self,
         plan: &mut Plan,
@@ -358,10 +386,33 @@ impl Shared {
             match policy.key.extract(parts, json) {
                 Ok(Some(k)) => *key = Some(k),
                 Ok(None) => *item = None,
-                Err(_) => return Err(Box::new(no_client_ip(parts))),
+                // A dry-run policy never refuses: counted, then left out.
+                Err(Unkeyable::MissingField(_)) if policy.dry_run => {
+                    self.count(*index, "unkeyed");
+                    *item = None;
+                }
+                Err(why) => return Err(Box::new(self.unkeyable(*index, parts, &why))),
             }
         }
         Ok(())
+    }
+
+    /// The refusal of a request a policy cannot key.
+    fn unkeyable(&self, index: usize, parts: &Parts, why: &Unkeyable) -> Response<Bytes> {
+        match why {
+            Unkeyable::MissingClientIp => no_client_ip(parts),
+            Unkeyable::MissingField(field) => {
+                self.count(index, "unkeyed");
+                // The field's name is configuration; the value is never
+                // quoted (it may be a password sent in the wrong place).
+                ProblemDetails::new(ProblemType::BAD_REQUEST)
+                    .with_detail(format!(
+                        "this route needs a JSON object body with a non-empty string field \"{field}\""
+                    ))
+                    .with_request_id_from(&parts.extensions)
+                    .rejection("unkeyed")
+            }
+        }
     }
 
     fn requests<'a>(

@@ -3,10 +3,14 @@
 //! - [`Policy`]: a named [`Quota`](palisade_store::Quota) (rate + burst),
 //!   what it counts by ([`KeyBy`]: client IP, user, route, header, JSON body
 //!   field, closures, composites), where it applies (routes, methods), its
-//!   fail policy, headers on or off, dry-run, bypass lists.
+//!   fail policy, headers on or off, dry-run, bypass lists. A JSON-field key
+//!   refuses (400) a body it cannot read its field from, so a per-account
+//!   limit cannot be skipped with `{"email": 1}`; see
+//!   [`key`](crate::key#when-a-source-has-no-value) for every source.
 //! - [`RateLimitLayer`]: all applicable policies decided in **one** store
 //!   call, all or nothing; 429 problem+json with `Retry-After`; IETF
-//!   `RateLimit`/`RateLimit-Policy` headers; 503 when a fail-closed policy
+//!   `RateLimit`/`RateLimit-Policy` headers describing the GCRA bucket
+//!   (`q` = burst, so `r ≤ q`); 503 when a fail-closed policy
 //!   cannot reach its store; metrics by policy and outcome; one WARN line per
 //!   rejection burst.
 //! - [`ClientConcurrencyLayer`]: at most N requests in flight per client.

@@ -20,6 +20,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::request::Parts;
 use http::{HeaderValue, Method};
@@ -198,17 +199,23 @@ impl Policy {
         self.bypass_if.as_ref().is_some_and(|f| f(parts))
     }
 
-    /// `"name";q=<limit>;w=<period seconds>` — IETF draft
-    /// `draft-ietf-httpapi-ratelimit-headers` `RateLimit-Policy` item.
+    /// `"name";q=<burst>;w=<seconds the burst takes to refill, rounded
+    /// up>` — IETF draft `draft-ietf-httpapi-ratelimit-headers`
+    /// `RateLimit-Policy` item for the GCRA bucket, so that the `RateLimit`
+    /// item's `r` (requests left in the bucket) never exceeds `q` (see the
+    /// [layer docs](crate::layer#what-the-quota-headers-say)).
     pub(crate) fn policy_header(&self) -> Option<HeaderValue> {
-        let window = self.quota.period().as_secs().max(1);
-        HeaderValue::try_from(format!(
-            "\"{}\";q={};w={}",
-            self.name,
-            self.quota.limit(),
-            window
-        ))
-        .ok()
+        let burst = self.quota.burst();
+        let refill = self
+            .quota
+            .interval()
+            .checked_mul(burst)
+            .unwrap_or(Duration::MAX);
+        let window = refill
+            .as_secs()
+            .saturating_add(u64::from(refill.subsec_nanos() > 0))
+            .max(1);
+        HeaderValue::try_from(format!("\"{}\";q={burst};w={window}", self.name)).ok()
     }
 }
 
@@ -289,8 +296,21 @@ mod tests {
     }
 
     #[test]
-    fn policy_header_follows_the_draft() {
-        let p = Policy::new("global", Quota::per_second(30).with_burst(50));
-        assert_eq!(p.policy_header().unwrap(), "\"global\";q=30;w=1");
+    fn policy_header_advertises_the_bucket() {
+        let header = |quota| Policy::new("p", quota).policy_header().unwrap();
+        // 50 at once, refilled at 30/s: an empty bucket is full after 5/3 s.
+        assert_eq!(
+            header(Quota::per_second(30).with_burst(50)),
+            "\"p\";q=50;w=2"
+        );
+        assert_eq!(header(Quota::per_minute(5)), "\"p\";q=5;w=60");
+        assert_eq!(header(Quota::per_minute(7)), "\"p\";q=7;w=60");
+        assert_eq!(header(Quota::per_second(3)), "\"p\";q=3;w=1");
+        // A smaller burst than the rate: 10 refilled at 100/min.
+        assert_eq!(
+            header(Quota::per_minute(100).with_burst(10)),
+            "\"p\";q=10;w=6"
+        );
+        assert_eq!(header(Quota::per_hour(1)), "\"p\";q=1;w=3600");
     }
 }

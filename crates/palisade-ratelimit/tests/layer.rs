@@ -221,7 +221,8 @@ async fn quota_headers_follow_the_draft_on_open_routes() {
             .unwrap()
     };
     let res = status(&app, req()).await;
-    assert_eq!(res.headers()["ratelimit-policy"], "\"global\";q=30;w=1");
+    // The bucket: 50 at once, refilled at 30/s (full again within 2 s).
+    assert_eq!(res.headers()["ratelimit-policy"], "\"global\";q=50;w=2");
     assert_eq!(res.headers()["ratelimit"], "\"global\";r=49;t=1");
     let res = status(&app, req()).await;
     assert_eq!(res.headers()["ratelimit"], "\"global\";r=48;t=1");
@@ -382,7 +383,7 @@ async fn dry_run_counts_but_never_refuses_and_bypass_skips() {
 }
 
 #[tokio::test]
-async fn oversized_body_on_a_body_keyed_route_is_413_and_non_json_skips_the_policy() {
+async fn oversized_body_on_a_body_keyed_route_is_413_and_non_json_is_400() {
     let (_clock, store) = memory();
     let limits = RateLimit::new(store)
         .policy(
@@ -402,13 +403,59 @@ async fn oversized_body_on_a_body_keyed_route_is_413_and_non_json_skips_the_poli
         status(&app, big).await.status(),
         StatusCode::PAYLOAD_TOO_LARGE
     );
-    for _ in 0..3 {
-        let text = from("192.0.2.1", Request::post("/auth/login"))
-            .header("content-type", "text/plain")
-            .body(Body::from(r#"{"email":"a@b.c"}"#))
-            .unwrap();
-        assert_eq!(status(&app, text).await.status(), StatusCode::OK);
+    let text = from("192.0.2.1", Request::post("/auth/login"))
+        .header("content-type", "text/plain")
+        .body(Body::from(r#"{"email":"a@b.c"}"#))
+        .unwrap();
+    assert_eq!(status(&app, text).await.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_key_that_fails_open_lets_unkeyed_bodies_through_unlimited() {
+    let (_clock, store) = memory();
+    let limits = RateLimit::new(store)
+        .policy(
+            Policy::new("acct", Quota::per_minute(1))
+                .key(KeyBy::json_field("email").fail_open_when_missing())
+                .routes(["/auth/login"]),
+        )
+        .policy(
+            Policy::new("trial", Quota::per_minute(1))
+                .key(KeyBy::json_field("email"))
+                .routes(["/auth/login"])
+                .dry_run(),
+        )
+        .build()
+        .unwrap();
+    let app = app(limits.clone(), ClientIpResolver::default());
+    for (content_type, body) in [
+        ("text/plain", r#"{"email":"a@b.c"}"#),
+        ("application/json", r#"{"email":7}"#),
+        ("application/json", "{}"),
+    ] {
+        for _ in 0..3 {
+            let req = from("192.0.2.1", Request::post("/auth/login"))
+                .header("content-type", content_type)
+                .body(Body::from(body))
+                .unwrap();
+            let res = status(&app, req).await;
+            assert_eq!(res.status(), StatusCode::OK, "{body}");
+            let got = res.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(got, format!("got {} bytes", body.len()).as_bytes());
+        }
     }
+    // The dry-run policy that could not key counted it, and refused nothing.
+    assert_eq!(limits.decisions("trial", "unkeyed"), 9);
+    assert_eq!(limits.decisions("acct", "unkeyed"), 0);
+    // With the field, the loosened policy still limits.
+    assert_eq!(
+        status(&app, login("192.0.2.2", "a@b.c")).await.status(),
+        200
+    );
+    assert_eq!(
+        status(&app, login("192.0.2.3", "a@b.c")).await.status(),
+        429
+    );
 }
 
 #[tokio::test]
@@ -560,4 +607,134 @@ async fn a_drained_per_user_quota_never_blocks_the_excepted_self_defence_routes(
         );
         assert!(res.headers().get("ratelimit-policy").is_none());
     }
+}
+
+/// Issue 17, finding 4: a per-account policy keyed by a JSON field must not
+/// be dodged by leaving the field out, sending it with another type, or
+/// sending a body that is not JSON.
+#[tokio::test]
+async fn a_body_the_account_key_cannot_be_read_from_is_refused_not_let_through() {
+    let (_clock, store) = memory();
+    let limits = RateLimit::new(store)
+        .policy(
+            Policy::new("login-account", Quota::per_minute(1))
+                .key(KeyBy::json_field("email"))
+                .routes(["/auth/login"]),
+        )
+        .build()
+        .unwrap();
+    let app = app(limits.clone(), ClientIpResolver::default());
+    let cases: [(&str, &str); 10] = [
+        ("application/json", r#"{"password":"wrong"}"#),
+        (
+            "application/json",
+            r#"{"email":1337133713,"password":"wrong"}"#,
+        ),
+        ("application/json", r#"{"email":null}"#),
+        ("application/json", r#"{"email":["<script>x</script>"]}"#),
+        ("application/json", r#"{"email":{"$ne":"zz-nested-zz"}}"#),
+        ("application/json", r#"{"email":"   "}"#),
+        ("application/json", r#"["victim@example.com"]"#),
+        ("application/json", "not json at all"),
+        ("text/plain", r#"{"email":"victim@example.com"}"#),
+        (
+            "application/x-www-form-urlencoded",
+            "email=victim%40example.com",
+        ),
+    ];
+    for (i, (content_type, body)) in cases.iter().enumerate() {
+        // Twice each: with the policy applied, the second would be 429.
+        for attempt in 0..2 {
+            let req = from(&format!("192.0.2.{i}"), Request::post("/auth/login"))
+                .header("content-type", *content_type)
+                .body(Body::from(*body))
+                .unwrap();
+            let res = status(&app, req).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::BAD_REQUEST,
+                "case {i} attempt {attempt}: {body}"
+            );
+            assert_eq!(res.headers()["content-type"], "application/problem+json");
+            assert_eq!(
+                res.extensions()
+                    .get::<palisade_core::Rejection>()
+                    .map(|r| r.reason),
+                Some("unkeyed")
+            );
+            let text =
+                String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
+                    .unwrap();
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(json["type"], "urn:palisade:problem:bad-request");
+            assert!(
+                json["detail"].as_str().unwrap().contains("\"email\""),
+                "the detail names the field: {text}"
+            );
+            for echoed in ["1337133713", "script", "zz-nested-zz", "victim", "wrong"] {
+                assert!(!text.contains(echoed), "{echoed} echoed in {text}");
+            }
+        }
+    }
+    assert_eq!(limits.decisions("login-account", "unkeyed"), 20);
+    assert_eq!(limits.decisions("login-account", "allowed"), 0);
+    // A keyed request still goes through and is limited as before.
+    assert_eq!(
+        status(&app, login("192.0.2.100", "a@example.com"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, login("192.0.2.101", "A@example.com"))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// Issue 17, finding 8: `RateLimit` never reports more remaining units than
+/// `RateLimit-Policy` advertises, and both describe the GCRA bucket.
+#[tokio::test]
+async fn ratelimit_remaining_never_exceeds_the_advertised_quota_through_a_burst() {
+    fn param(item: &str, name: &str) -> u64 {
+        item.split(';')
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {item}"))
+            .parse()
+            .unwrap()
+    }
+    let (clock, store) = memory();
+    let app = app(contract_limits(store), ClientIpResolver::default());
+    let health = || {
+        from("203.0.113.77", Request::get("/health"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    // 30/s with a burst of 50: a bucket of 50 that refills in 50/30 s.
+    let mut allowed = 0u64;
+    for i in 0..60u64 {
+        let res = status(&app, health()).await;
+        let policy = res.headers()["ratelimit-policy"].to_str().unwrap();
+        let limit = res.headers()["ratelimit"].to_str().unwrap();
+        assert!(policy.starts_with("\"global\";") && limit.starts_with("\"global\";"));
+        let (q, w) = (param(policy, "q"), param(policy, "w"));
+        let (r, t) = (param(limit, "r"), param(limit, "t"));
+        assert_eq!((q, w), (50, 2), "response {i}: {policy}");
+        assert!(r <= q, "response {i}: r={r} > q={q} ({policy} / {limit})");
+        assert!(t <= w, "response {i}: t={t} > w={w}");
+        if res.status() == StatusCode::OK {
+            allowed += 1;
+            assert_eq!(r, q - allowed, "response {i}: {limit}");
+        } else {
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(r, 0, "response {i}: {limit}");
+        }
+    }
+    assert_eq!(allowed, 50);
+    // After w seconds the whole quota is back.
+    clock.advance(Duration::from_secs(2));
+    let res = status(&app, health()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["ratelimit"], "\"global\";r=49;t=1");
 }

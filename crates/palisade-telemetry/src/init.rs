@@ -8,6 +8,12 @@
 //! [`LogGuard::dropped_lines`] — instead of waited for. Keep the returned
 //! [`LogGuard`] alive; dropping it flushes what is queued.
 //!
+//! It also replaces the process's panic hook with [`PanicHook`]: a panic is
+//! one ERROR line (target `palisade::panic`) with its location, thread and
+//! request id, its message written as `[redacted: N bytes]`
+//! ([`LogConfig::without_panic_message_redaction`] to log it), instead of
+//! std's plain text on stderr.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -23,6 +29,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 use crate::format::{JsonFormat, RequestIdRecorder};
+use crate::panic::PanicHook;
 
 /// How lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,6 +52,20 @@ pub struct LogConfig {
     pub buffer_bytes: usize,
     /// Field names written as `[REDACTED]` (JSON format).
     pub redacted_fields: Vec<String>,
+    /// Whether panic messages are logged as `[redacted: N bytes]` (default
+    /// `true`); see [`LogConfig::without_panic_message_redaction`].
+    pub redact_panic_messages: bool,
+}
+
+impl LogConfig {
+    /// **Loosens security.** The panic hook logs panic messages as they
+    /// are: whatever a `panic!` formats — a token, a password, a user's
+    /// data — then reaches the log.
+    #[must_use]
+    pub fn without_panic_message_redaction(mut self) -> Self {
+        self.redact_panic_messages = false;
+        self
+    }
 }
 
 impl Default for LogConfig {
@@ -57,6 +78,7 @@ impl Default for LogConfig {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            redact_panic_messages: true,
         }
     }
 }
@@ -87,7 +109,9 @@ impl std::fmt::Display for InitError {
 
 impl std::error::Error for InitError {}
 
-/// Installs the global subscriber writing to stdout. See the [module docs](self).
+/// Installs the global subscriber writing to stdout, and the [`PanicHook`].
+/// The panic hook logs messages redacted unless
+/// [`LogConfig::redact_panic_messages`] is off.
 pub fn init(config: &LogConfig) -> Result<LogGuard, InitError> {
     init_with_writer(config, std::io::stdout())
 }
@@ -108,7 +132,7 @@ pub fn non_blocking<W: Write + Send + 'static>(
     )
 }
 
-/// Like [`init`], writing to `writer`.
+/// Like [`init`], writing to `writer` (the panic hook included).
 pub fn init_with_writer<W: Write + Send + 'static>(
     config: &LogConfig,
     writer: W,
@@ -137,5 +161,11 @@ pub fn init_with_writer<W: Write + Send + 'static>(
             .try_init(),
     };
     result.map_err(|e| InitError(e.to_string()))?;
+    let hook = PanicHook::new();
+    if config.redact_panic_messages {
+        hook.install();
+    } else {
+        hook.without_message_redaction().install();
+    }
     Ok(guard)
 }

@@ -23,6 +23,7 @@ struct Signup {
 }
 
 #[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
 struct Address {
     #[validate(length(min = 1, code = "required"))]
     city: String,
@@ -34,8 +35,37 @@ struct Tag {
     name: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Order {
+    kind: Kind,
+    #[serde(default)]
+    count: u8,
+    #[serde(default)]
+    labels: std::collections::HashMap<String, u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Small,
+    Large,
+}
+
+impl Validate for Order {
+    fn validate(&self) -> Result<(), ValidationErrors> {
+        Ok(())
+    }
+}
+
 fn app() -> Router {
     Router::new()
+        .route(
+            "/orders",
+            post(|ValidatedJson(o): ValidatedJson<Order>| async move {
+                format!("{:?} {} {}", o.kind, o.count, o.labels.len())
+            }),
+        )
         .route(
             "/",
             post(|ValidatedJson(s): ValidatedJson<Signup>| async move { s.email }),
@@ -146,8 +176,16 @@ async fn type_errors_are_422_and_never_echo_values() {
     )
     .await;
     assert_eq!(status, 422);
-    assert_eq!(json["errors"][0]["field"], "admin");
+    // Reported at its parent (the root) with its position, never by name.
+    assert_eq!(json["errors"][0]["field"], "");
     assert_eq!(json["errors"][0]["code"], "unknown_field");
+    assert!(
+        json["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("at line 1 column 54"),
+        "{json}"
+    );
 
     let (status, json, _) = post_json(
         "/",
@@ -201,6 +239,93 @@ async fn oversized_body_is_413() {
     let (status, json, _) = post_json("/tiny", JSON, body).await;
     assert_eq!(status, 413);
     assert_eq!(json["status"], 413);
+}
+
+/// Issue 17, finding 5: with `deny_unknown_fields`, serde's message and
+/// path carry the attacker's field name; neither may reach the response.
+#[tokio::test]
+async fn unknown_field_names_are_never_echoed() {
+    let long = format!("zz{}zz", "A".repeat(10_000));
+    let names = [
+        "<script>alert(document.cookie)</script>".to_owned(),
+        "\"><img src=x onerror=alert(1)>".to_owned(),
+        "javascript:alert('x')".to_owned(),
+        long.clone(),
+    ];
+    for name in &names {
+        let key = serde_json::to_string(name).unwrap();
+        for (body, field) in [
+            (
+                format!(r#"{{"email":"a@example.com","password":"12345678",{key}:1}}"#),
+                "",
+            ),
+            (
+                format!(
+                    r#"{{"email":"a@example.com","password":"12345678","address":{{"city":"x",{key}:true}}}}"#
+                ),
+                "address",
+            ),
+        ] {
+            let (status, json, text) = post_json("/", JSON, body).await;
+            assert_eq!(status, 422, "{text}");
+            assert_eq!(json["errors"][0]["code"], "unknown_field", "{text}");
+            assert_eq!(json["errors"][0]["field"], field, "{text}");
+            let message = json["errors"][0]["message"].as_str().unwrap();
+            assert!(message.contains("line 1 column"), "{text}");
+            for fragment in [
+                "script",
+                "alert",
+                "onerror",
+                "img",
+                "javascript",
+                "AAAAAAAA",
+                "zz",
+            ] {
+                assert!(!text.contains(fragment), "{fragment} echoed: {text}");
+            }
+            assert!(text.len() < 512, "the answer does not grow with the name");
+        }
+    }
+}
+
+/// Issue 17, finding 5: serde's messages quote unknown variants, invalid
+/// values and map keys; none of it reaches the response.
+#[tokio::test]
+async fn serde_messages_and_map_keys_carrying_input_are_never_echoed() {
+    for (body, field) in [
+        (r#"{"kind":"<script>alert(1)</script>"}"#, "kind"),
+        (r#"{"kind":{"<svg/onload=alert(1)>":null}}"#, "kind"),
+        (r#"{"kind":"small","count":31337}"#, "count"),
+        (r#"{"kind":"small","count":"s3cr3t-value"}"#, "count"),
+        (
+            r#"{"kind":"small","labels":{"<img src=x onerror=alert(1)>":"s3cr3t-value"}}"#,
+            "labels.?",
+        ),
+        (
+            r#"{"kind":"small","labels":{"hunter2 hunter2":-31337}}"#,
+            "labels.?",
+        ),
+        (
+            r#"{"kind":"small","labels":{"plain_key":-31337}}"#,
+            "labels.plain_key",
+        ),
+        (r#"{"<b>bold</b>":1,"kind":"small"}"#, ""),
+    ] {
+        let (status, json, text) = post_json("/orders", JSON, body).await;
+        assert_eq!(status, 422, "{body}: {text}");
+        assert_eq!(json["errors"][0]["field"], field, "{body}: {text}");
+        for fragment in [
+            "script", "svg", "alert", "31337", "s3cr3t", "img", "hunter2", "bold",
+        ] {
+            assert!(
+                !text.contains(fragment),
+                "{fragment} echoed for {body}: {text}"
+            );
+        }
+    }
+    let (status, _, text) =
+        post_json("/orders", JSON, r#"{"kind":"large","labels":{"a":1}}"#).await;
+    assert_eq!((status, text.as_str()), (200, "Large 0 1"));
 }
 
 proptest::proptest! {
