@@ -404,7 +404,7 @@ impl Revocations {
     /// user's families too, or new access tokens will be issued —
     /// [`Sessions::end_all`](crate::session::Sessions::end_all) does both.
     pub async fn end_sessions(&self, sub: &str, at_unix: u64) -> Result<(), StoreError> {
-        let key = Key::new(USER).with(Part::Str(sub));
+        let key = Key::new(USER).protected().with(Part::Str(sub));
         let ttl = self.access_ttl + MAX_LEEWAY + MAX_LEEWAY;
         self.store
             .settle(
@@ -419,7 +419,7 @@ impl Revocations {
     fn token_mark(claims: &Claims, now_unix: u64) -> Settle<'_> {
         let ttl =
             Duration::from_secs(claims.exp.saturating_sub(now_unix).max(1) + MAX_LEEWAY.as_secs());
-        Settle::Mark(Key::new(JTI).with(Part::Str(&claims.jti)), ttl)
+        Settle::Mark(Key::new(JTI).protected().with(Part::Str(&claims.jti)), ttl)
     }
 
     /// Revokes one access token until its expiry.
@@ -436,7 +436,7 @@ impl Revocations {
     /// Revokes one access token and every token of its refresh family
     /// (logout): both marks in one store round trip.
     pub async fn revoke_session(&self, claims: &Claims, now_unix: u64) -> Result<(), StoreError> {
-        let family = Key::new(FAMILY).with(Part::Str(&claims.fam));
+        let family = Key::new(FAMILY).protected().with(Part::Str(&claims.fam));
         self.store
             .settle(
                 self.tag,
@@ -452,7 +452,7 @@ impl Revocations {
     /// Revokes every access token of a refresh family (logout, reuse of a
     /// spent refresh token) for the access token lifetime.
     pub async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
-        let key = Key::new(FAMILY).with(Part::Str(family));
+        let key = Key::new(FAMILY).protected().with(Part::Str(family));
         let ttl = self.access_ttl + MAX_LEEWAY;
         self.store
             .settle(self.tag, &[Settle::Mark(key, ttl)], Source::Primary)
@@ -464,9 +464,12 @@ impl Revocations {
     /// not "not revoked".
     pub async fn is_revoked(&self, claims: &Claims) -> Result<bool, StoreError> {
         let probes = [
-            Probe::Marked(Key::new(JTI).with(Part::Str(&claims.jti))),
-            Probe::Marked(Key::new(FAMILY).with(Part::Str(&claims.fam))),
-            Probe::StampedSince(Key::new(USER).with(Part::Str(&claims.sub)), claims.iat),
+            Probe::Marked(Key::new(JTI).protected().with(Part::Str(&claims.jti))),
+            Probe::Marked(Key::new(FAMILY).protected().with(Part::Str(&claims.fam))),
+            Probe::StampedSince(
+                Key::new(USER).protected().with(Part::Str(&claims.sub)),
+                claims.iat,
+            ),
         ];
         self.store
             .any_marked(self.tag, &probes, FailPolicy::FailClosed)

@@ -274,8 +274,12 @@ impl Lockout {
         // The digest as a string part would be re-hashed; as two u64 parts it
         // stays compact and exact (128 bits of the digest).
         let (a, b) = split(account);
-        let acct = Key::new(ACCOUNT).with(Part::Int(a)).with(Part::Int(b));
+        let acct = Key::new(ACCOUNT)
+            .protected()
+            .with(Part::Int(a))
+            .with(Part::Int(b));
         let pair = Key::new(PAIR)
+            .protected()
             .with(Part::Int(a))
             .with(Part::Int(b))
             .with(Part::Ip(client));

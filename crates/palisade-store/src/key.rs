@@ -56,6 +56,7 @@ impl fmt::Debug for Part<'_> {
 pub struct Key<'a> {
     namespace: &'a str,
     parts: [Option<Part<'a>>; MAX_PARTS],
+    protected: bool,
 }
 
 impl<'a> Key<'a> {
@@ -64,7 +65,22 @@ impl<'a> Key<'a> {
         Self {
             namespace,
             parts: [None; MAX_PARTS],
+            protected: false,
         }
+    }
+
+    /// Marks the key as security state (a lockout counter, a revocation):
+    /// the memory store keeps such keys in a budget that no volume of other
+    /// keys (rate-limit buckets, known-client marks) can evict.
+    #[must_use]
+    pub const fn protected(mut self) -> Self {
+        self.protected = true;
+        self
+    }
+
+    /// Whether the key is security state ([`Key::protected`]).
+    pub const fn is_protected(&self) -> bool {
+        self.protected
     }
 
     /// Appends a part. A fourth part replaces the third: keys have at most

@@ -13,13 +13,21 @@
 //!
 //! **Hard cap.** Each shard holds at most `max_keys / shards` entries. When a
 //! new key arrives at a full shard, expired entries are dropped first; if none
-//! expired, the sixteenth of the shard closest to expiring goes (a one-pass
-//! selection). For keys of one quota and equal use that is the least recently
-//! used; a key that used more of its quota lives longer, as evicting it would
-//! forgive more. Across quotas it protects long-lived security state — a 15-minute lockout
-//! counter, a revoked token — from a flood of short-lived per-IP keys, which
-//! plain LRU would let an attacker use to evict them. A flood of distinct
-//! keys costs amortised constant time per key and never grows memory.
+//! expired, the sixteenth closest to expiring goes (a one-pass selection).
+//! For keys of one quota and equal use that is the least recently used; a key
+//! that used more of its quota lives longer, as evicting it would forgive
+//! more. A flood of distinct keys costs amortised constant time per key and
+//! never grows memory.
+//!
+//! **Security state has its own budget.** Keys marked
+//! [`Key::protected`] (lockout counters, revoked tokens and families, "ended
+//! sessions" stamps) are never evicted to make room for other keys: a new
+//! ordinary key (a rate-limit bucket, a 30-day known-client mark) evicts only
+//! ordinary keys, and is not stored when a shard holds nothing else (its
+//! limiter then starts afresh, which only costs the attacker's own budget).
+//! Protected keys may take up to half of a shard at the expense of ordinary
+//! ones; beyond that half they evict among themselves. Expiry is what lets
+//! security state go, not volume.
 //!
 //! # Example
 //!
@@ -127,23 +135,46 @@ impl Shard {
             *existing = slot;
             return;
         }
-        if self.table.len() >= cap {
-            self.make_room(now, cap, stats);
+        if self.table.len() >= cap && !self.make_room(fp, now, cap, stats) {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            return;
         }
         self.table.insert(fp, slot);
     }
 
-    fn make_room(&mut self, now: u64, cap: usize, stats: &Stats) {
+    /// Makes room for the key `fp`; `false` when it may not be stored (an
+    /// ordinary key at a shard full of security state).
+    fn make_room(&mut self, fp: u64, now: u64, cap: usize, stats: &Stats) -> bool {
         let before = self.table.len();
         self.table.retain(|_, s| s.expires() > now);
         let expired = before - self.table.len();
         stats.expired.fetch_add(expired as u64, Ordering::Relaxed);
         if self.table.len() < cap {
-            return;
+            return true;
         }
-        // Nothing expired: drop the sixteenth closest to expiring.
-        let batch = (cap / 16).max(1);
-        let mut expiries: Vec<u64> = self.table.values().map(|s| s.expires()).collect();
+        let protected = self.table.keys().filter(|&&k| is_protected(k)).count();
+        let ordinary = self.table.len() - protected;
+        // The pool the batch is taken from: ordinary keys, unless a protected
+        // key arrives while security state holds its half (or all) of the shard.
+        let from_protected = is_protected(fp) && (protected >= cap / 2 || ordinary == 0);
+        if !from_protected && ordinary == 0 {
+            return false;
+        }
+        let pool = if from_protected { protected } else { ordinary };
+        self.evict_closest(pool, from_protected, stats);
+        true
+    }
+
+    /// Drops the sixteenth of `pool` (the protected or the ordinary keys)
+    /// closest to expiring.
+    fn evict_closest(&mut self, pool: usize, protected: bool, stats: &Stats) {
+        let batch = (pool / 16).max(1);
+        let mut expiries: Vec<u64> = self
+            .table
+            .iter()
+            .filter(|&(&k, _)| is_protected(k) == protected)
+            .map(|(_, s)| s.expires())
+            .collect();
         let (below, nth, _) = expiries.select_nth_unstable(batch - 1);
         let threshold = *nth;
         // Everything strictly closer to expiry goes; ties at the threshold
@@ -152,7 +183,10 @@ impl Shard {
         let strictly_below = below.iter().filter(|&&e| e < threshold).count();
         let mut ties = batch - strictly_below;
         let mut left = batch;
-        self.table.retain(|_, s| {
+        self.table.retain(|&k, s| {
+            if is_protected(k) != protected {
+                return true;
+            }
             let e = s.expires();
             let evict = e < threshold || (e == threshold && ties > 0);
             if evict {
@@ -169,10 +203,16 @@ impl Shard {
     }
 }
 
+/// Whether a fingerprint is of a protected key (its lowest bit).
+fn is_protected(fp: u64) -> bool {
+    fp & 1 == 1
+}
+
 #[derive(Debug, Default)]
 struct Stats {
     expired: AtomicU64,
     evicted: AtomicU64,
+    refused: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -288,7 +328,8 @@ impl MemoryStore {
         let mut h = self.0.hasher.build_hasher();
         kind.hash(&mut h);
         key.feed(&mut h);
-        h.finish()
+        // The lowest bit says whether the key is security state.
+        (h.finish() & !1) | u64::from(key.is_protected())
     }
 
     fn shard_of(&self, fp: u64) -> usize {
@@ -609,6 +650,12 @@ impl MemoryStore {
         )
     }
 
+    /// Ordinary keys that were not stored because their shard held nothing
+    /// but security state ([`Key::protected`]).
+    pub fn refused(&self) -> u64 {
+        self.0.stats.refused.load(Ordering::Relaxed)
+    }
+
     /// Drops every expired entry now (they are otherwise dropped lazily when
     /// a shard fills up).
     pub fn purge_expired(&self) {
@@ -812,6 +859,101 @@ mod tests {
         assert!(evicted > 90_000, "{evicted}");
         assert_eq!(store.count(&counter), 1, "the lockout counter survived");
         assert!(store.is_marked(&revoked), "the revocation survived");
+    }
+
+    /// The attack of issue 17: long-lived cheap marks (30-day "known client"
+    /// marks an attacker creates from accounts of their own over many /64s)
+    /// outlive a victim's 15-minute lockout counter and the revocation marks,
+    /// so "closest to expiry goes" would evict the security state. Protected
+    /// keys are out of the ordinary keys' reach.
+    #[test]
+    fn long_lived_marks_cannot_evict_protected_security_state() {
+        let (clock, store) = store(1024);
+        let counter = Key::new("lock-pair").protected().with(Part::Str("victim"));
+        let revoked = Key::new("revoked-jti").protected().with(Part::Int(7));
+        assert!(
+            store
+                .reserve(&[Reserve::new(counter, 5, Duration::from_secs(900))])
+                .allowed()
+        );
+        store.settle(&[Settle::Mark(revoked, Duration::from_secs(900))]);
+        let month = Duration::from_secs(30 * 86_400);
+        for i in 0..50_000u64 {
+            if i % 1000 == 0 {
+                clock.advance(Duration::from_millis(1));
+            }
+            store.settle(&[Settle::Mark(
+                Key::new("known-client").with(Part::Int(i)),
+                month,
+            )]);
+            store.gcra(&[GcraRequest::new(
+                Key::new("flood").with(Part::Int(i)),
+                Quota::per_minute(1),
+            )]);
+            assert!(store.len() <= store.capacity());
+        }
+        assert_eq!(store.count(&counter), 1, "the lockout counter survived");
+        assert!(store.is_marked(&revoked), "the revocation survived");
+        // Unprotected, the same counter is gone: the flood is a real attack.
+        let (_clock, plain) = self::store(1024);
+        let exposed = Key::new("lock-pair").with(Part::Str("victim"));
+        assert!(
+            plain
+                .reserve(&[Reserve::new(exposed, 5, Duration::from_secs(900))])
+                .allowed()
+        );
+        for i in 0..50_000u64 {
+            plain.settle(&[Settle::Mark(
+                Key::new("known-client").with(Part::Int(i)),
+                month,
+            )]);
+        }
+        assert_eq!(plain.count(&exposed), 0);
+        drop(clock);
+    }
+
+    #[test]
+    fn security_state_takes_at_most_half_a_shard_from_ordinary_keys() {
+        let (_clock, store) = store(64);
+        let cap = store.capacity();
+        let hour = Duration::from_secs(3600);
+        for i in 0..cap as u64 {
+            store.settle(&[Settle::Mark(Key::new("ordinary").with(Part::Int(i)), hour)]);
+        }
+        // A flood of protected keys takes up to half the shard...
+        for i in 0..(4 * cap) as u64 {
+            store.settle(&[Settle::Mark(
+                Key::new("revoked").protected().with(Part::Int(i)),
+                hour,
+            )]);
+        }
+        let ordinary = (0..cap as u64)
+            .filter(|&i| store.is_marked(&Key::new("ordinary").with(Part::Int(i))))
+            .count();
+        assert!(
+            ordinary >= cap / 2 - cap / 16,
+            "{ordinary} of {cap} ordinary keys left"
+        );
+        // ...the newest protected keys are there (the oldest made room).
+        let newest = Key::new("revoked")
+            .protected()
+            .with(Part::Int((4 * cap - 1) as u64));
+        assert!(store.is_marked(&newest));
+        // An ordinary key at a shard full of security state is not stored.
+        let full = {
+            let (_c, s) = self::store(64);
+            for i in 0..s.capacity() as u64 {
+                s.settle(&[Settle::Mark(
+                    Key::new("revoked").protected().with(Part::Int(i)),
+                    hour,
+                )]);
+            }
+            s.settle(&[Settle::Mark(Key::new("ordinary"), hour)]);
+            assert_eq!(s.refused(), 1);
+            s
+        };
+        assert!(!full.is_marked(&Key::new("ordinary")));
+        assert!(full.is_marked(&Key::new("revoked").protected().with(Part::Int(0))));
     }
 
     #[test]
