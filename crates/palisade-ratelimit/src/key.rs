@@ -206,6 +206,11 @@ impl KeyBy {
             .any(|s| matches!(s, Source::JsonField(..)))
     }
 
+    /// Whether the key includes the client IP.
+    pub(crate) fn has_client_ip(&self) -> bool {
+        self.sources.iter().any(|s| matches!(s, Source::ClientIp))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.sources.len()
     }
@@ -310,6 +315,27 @@ impl OwnedKey {
             });
         }
         key
+    }
+
+    /// The key with its client network replaced by the wider `net` (an
+    /// IPv6 aggregate); `None` when the key has no IPv6 network longer than
+    /// `net`'s prefix.
+    pub(crate) fn aggregate<'a>(&'a self, namespace: &'a str, prefix: u8) -> Option<Key<'a>> {
+        let IpNet::V6(client) = self.ip()? else {
+            return None;
+        };
+        if client.prefix_len() <= prefix {
+            return None;
+        }
+        let wider = ipnet::Ipv6Net::new(client.network(), prefix).ok()?.trunc();
+        let mut key = Key::new(namespace);
+        for part in self.parts.iter().flatten() {
+            key = key.with(match part {
+                OwnedPart::Ip(_) => Part::Ip(IpNet::V6(wider)),
+                OwnedPart::Text(s) => Part::Str(s),
+            });
+        }
+        Some(key)
     }
 
     /// The client network, for the log line of a rejection burst.

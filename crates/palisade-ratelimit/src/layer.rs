@@ -133,6 +133,7 @@ struct Shared {
     policies: Vec<Policy>,
     policy_headers: Vec<Option<HeaderValue>>,
     max_body: usize,
+    ipv6_aggregates: Vec<(u8, u32)>,
     decisions: Family<DecisionLabels, Counter>,
     /// Per policy, one counter per entry of [`OUTCOMES`], resolved once so a
     /// decision counts with one atomic increment.
@@ -159,6 +160,19 @@ pub struct RateLimit {
     tag: String,
     policies: Vec<Policy>,
     max_body: usize,
+    ipv6_aggregates: Vec<(u8, u32)>,
+}
+
+/// The default IPv6 aggregate: every per-IP policy also counts per /48 at
+/// 16 times its quota (a tunnel broker hands out a /48, 65,536 /64s).
+pub const DEFAULT_IPV6_AGGREGATES: [(u8, u32); 1] = [(48, 16)];
+
+/// Marks an entry of a decision's `which` as an IPv6 aggregate of its policy.
+const AGGREGATE: usize = 1 << (usize::BITS - 1);
+
+/// The policy index of a `which` entry, and whether it is an aggregate.
+fn policy_of(which: usize) -> (usize, bool) {
+    (which & !AGGREGATE, which & AGGREGATE != 0)
 }
 
 impl RateLimit {
@@ -169,7 +183,25 @@ impl RateLimit {
             tag: "rl".to_owned(),
             policies: Vec::new(),
             max_body: DEFAULT_MAX_BODY,
+            ipv6_aggregates: DEFAULT_IPV6_AGGREGATES.to_vec(),
         }
+    }
+
+    /// Also counts every policy keyed by client IP per IPv6 `/prefix` (16 to
+    /// 63) at `factor` times its quota, in the same atomic decision, so a
+    /// client holding a whole prefix cannot multiply its quota by the number
+    /// of /64s in it. The default is [`DEFAULT_IPV6_AGGREGATES`] (/48 at
+    /// 16×); calling this adds one (e.g. `/56` at 4×).
+    pub fn ipv6_aggregate(mut self, prefix: u8, factor: u32) -> Self {
+        self.ipv6_aggregates.push((prefix, factor));
+        self
+    }
+
+    /// **Loosens security**: per-IP policies count only the client's own
+    /// network (an IPv6 /64), so a client with a /48 gets 65,536 quotas.
+    pub fn without_ipv6_aggregates(mut self) -> Self {
+        self.ipv6_aggregates.clear();
+        self
     }
 
     /// Adds a policy.
@@ -224,6 +256,23 @@ impl RateLimit {
                 ));
             }
         }
+        if self
+            .ipv6_aggregates
+            .iter()
+            .any(|&(prefix, factor)| !(16..=63).contains(&prefix) || factor == 0)
+        {
+            return Err(ConfigError::new(
+                "ratelimit.ipv6_aggregate",
+                "the prefix must be 16 to 63 and the factor at least 1",
+            ));
+        }
+        if worst_case_keys(&self.policies, self.ipv6_aggregates.len()) > MAX_KEYS {
+            return Err(ConfigError::new(
+                "ratelimit.policies",
+                "one request may meet at most 8 keys (each per-IP policy counts once more per \
+                 IPv6 aggregate): scope policies to fewer routes or use fewer aggregates",
+            ));
+        }
         let policy_headers = self.policies.iter().map(Policy::policy_header).collect();
         let decisions = Family::<DecisionLabels, Counter>::default();
         let counters = self
@@ -249,6 +298,7 @@ impl RateLimit {
                 policies: self.policies,
                 policy_headers,
                 max_body: self.max_body,
+                ipv6_aggregates: self.ipv6_aggregates,
                 decisions,
                 counters,
                 clock,
@@ -428,10 +478,46 @@ impl Shared {
             let key = key.as_ref()?;
             (policy.dry_run == dry_run).then_some((*index, policy, key))
         });
+        let mut aggregates = 0;
         for ((slot, w), (index, policy, key)) in out.iter_mut().zip(which.iter_mut()).zip(picked) {
             *slot = GcraRequest::new(key.key(&policy.name), policy.quota);
             *w = index;
             n += 1;
+            if policy.key.has_client_ip() {
+                aggregates += 1;
+            }
+        }
+        if aggregates == 0 || self.ipv6_aggregates.is_empty() {
+            return n;
+        }
+        // The same policies once more per IPv6 aggregate, in the same call
+        // (the builder checked that they fit).
+        let main = n;
+        for i in 0..main {
+            let Some(&index) = which.get(i) else { break };
+            let Some(policy) = self.policies.get(index) else {
+                continue;
+            };
+            let key = plan
+                .items
+                .iter()
+                .flatten()
+                .find(|(j, _)| *j == index)
+                .and_then(|(_, k)| k.as_ref());
+            let Some(key) = key.filter(|_| policy.key.has_client_ip()) else {
+                continue;
+            };
+            for &(prefix, factor) in &self.ipv6_aggregates {
+                let Some(wider) = key.aggregate(&policy.name, prefix) else {
+                    continue;
+                };
+                let (Some(slot), Some(w)) = (out.get_mut(n), which.get_mut(n)) else {
+                    return n;
+                };
+                *slot = GcraRequest::new(wider, policy.quota.scaled(factor));
+                *w = index | AGGREGATE;
+                n += 1;
+            }
         }
         n
     }
@@ -439,7 +525,7 @@ impl Shared {
     fn fail_policy(&self, which: &[usize]) -> FailPolicy {
         let fails = which
             .iter()
-            .filter_map(|&i| self.policies.get(i))
+            .filter_map(|&w| self.policies.get(policy_of(w).0))
             .map(|p| p.fail);
         let mut fail = FailPolicy::FailOpen;
         for f in fails {
@@ -471,8 +557,10 @@ impl Shared {
         decision: &Result<Decision, StoreError>,
     ) -> Verdict {
         let Ok(decision) = decision else {
-            for &i in which {
-                self.count(i, "unavailable");
+            for &w in which {
+                if let (i, false) = policy_of(w) {
+                    self.count(i, "unavailable");
+                }
             }
             let problem = ProblemDetails::new(ProblemType::UNAVAILABLE)
                 .with_detail("the rate limit store is unavailable; retry shortly")
@@ -482,10 +570,16 @@ impl Shared {
         };
         let degraded = decision.source() != Source::Primary;
         let outcomes = decision.outcomes();
-        for (&i, o) in which.iter().zip(outcomes) {
+        for (&w, o) in which.iter().zip(outcomes) {
+            let (i, aggregate) = policy_of(w);
             let Some(policy) = self.policies.get(i) else {
                 continue;
             };
+            // An aggregate counts only when it is what refused the request
+            // (its own policy's entry allowed it): once per policy.
+            if aggregate && (o.allowed || !main_allowed(which, outcomes, i)) {
+                continue;
+            }
             let outcome = match (decision.allowed(), o.allowed) {
                 (true, _) if degraded => "degraded",
                 (true, _) => "allowed",
@@ -508,6 +602,8 @@ impl Shared {
             .iter()
             .zip(outcomes)
             .filter(|_| !hidden)
+            // Headers describe the policy's own quota, never an aggregate's.
+            .filter(|(w, _)| !policy_of(**w).1)
             .filter(|(_, o)| decision.allowed() || !o.allowed)
             .min_by_key(|(_, o)| (o.allowed, o.remaining));
         let headers = shown.and_then(|(&i, o)| {
@@ -560,10 +656,14 @@ impl Shared {
 
     fn dry_run_verdicts(&self, which: &[usize], decision: &Result<Decision, StoreError>) {
         let Ok(decision) = decision else { return };
-        for (&i, o) in which.iter().zip(decision.outcomes()) {
+        for (&w, o) in which.iter().zip(decision.outcomes()) {
+            let (i, aggregate) = policy_of(w);
             let Some(policy) = self.policies.get(i) else {
                 continue;
             };
+            if aggregate && (o.allowed || !main_allowed(which, decision.outcomes(), i)) {
+                continue;
+            }
             if o.allowed {
                 self.count(i, "allowed");
             } else {
@@ -627,6 +727,38 @@ impl Shared {
         let decision = self.store.gcra(&self.tag, reqs, fail).await;
         self.verdict(parts, plan, which, &decision)
     }
+}
+
+/// Whether policy `index`'s own entry of a decision allowed the request.
+fn main_allowed(which: &[usize], outcomes: &[Outcome], index: usize) -> bool {
+    which
+        .iter()
+        .zip(outcomes)
+        .any(|(&w, o)| w == index && o.allowed)
+}
+
+/// The most keys one request can meet: every policy that applies to all
+/// routes, plus the largest set of route-scoped policies sharing a route;
+/// each per-IP policy counts once more per IPv6 aggregate.
+fn worst_case_keys(policies: &[Policy], aggregates: usize) -> usize {
+    let cost = |p: &Policy| 1 + if p.key.has_client_ip() { aggregates } else { 0 };
+    let everywhere: usize = policies
+        .iter()
+        .filter(|p| p.scoped_routes().is_none())
+        .map(cost)
+        .sum();
+    let routes = policies.iter().filter_map(Policy::scoped_routes).flatten();
+    let busiest = routes
+        .map(|route| {
+            policies
+                .iter()
+                .filter(|p| p.scoped_routes().is_some_and(|rs| rs.contains(route)))
+                .map(cost)
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0);
+    everywhere + busiest
 }
 
 fn no_client_ip(parts: &Parts) -> Response<Bytes> {

@@ -157,6 +157,11 @@ impl Policy {
         self
     }
 
+    /// The routes the policy is limited to, if it is.
+    pub(crate) fn scoped_routes(&self) -> Option<&[String]> {
+        self.routes.as_deref()
+    }
+
     /// The policy's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -738,3 +738,93 @@ async fn ratelimit_remaining_never_exceeds_the_advertised_quota_through_a_burst(
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["ratelimit"], "\"global\";r=49;t=1");
 }
+
+fn v6(peer: &str) -> Request<Body> {
+    from(peer, Request::get("/health"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn per_ip(aggregates: impl FnOnce(RateLimit) -> RateLimit) -> Router {
+    let (_clock, store) = memory();
+    let limits =
+        aggregates(RateLimit::new(store).policy(Policy::new("global", Quota::per_minute(2))))
+            .build()
+            .unwrap();
+    app(limits, ClientIpResolver::default())
+}
+
+/// A tunnel broker hands out a /48: 65,536 /64s, each with its own per-IP
+/// quota unless the /48 is counted too.
+#[tokio::test]
+async fn an_ipv6_slash_48_gets_sixteen_times_the_per_ip_quota_not_sixty_five_thousand() {
+    let app = per_ip(|r| r);
+    let mut allowed = 0;
+    for i in 0..40 {
+        let res = status(&app, v6(&format!("2001:db8:1:{i:x}::1"))).await;
+        if res.status() == StatusCode::OK {
+            allowed += 1;
+            // The headers describe the client's own quota, not the /48's.
+            assert_eq!(res.headers()["ratelimit-policy"], "\"global\";q=2;w=60");
+        } else {
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+    assert_eq!(allowed, 32, "16 x the per-/64 quota of 2 for the whole /48");
+    // Another /48 has its own budget; one /64 still has only its own 2.
+    assert_eq!(
+        status(&app, v6("2001:db8:2::1")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, v6("2001:db8:2::2")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, v6("2001:db8:2::3")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // IPv4 clients are not aggregated.
+    for i in 1..=40 {
+        let res = status(&app, v6(&format!("198.51.{i}.7"))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_slash_56_aggregate_can_be_added_and_aggregates_turned_off_loudly() {
+    let app = per_ip(|r| r.ipv6_aggregate(56, 4));
+    let mut allowed = 0;
+    for i in 0..20 {
+        let res = status(&app, v6(&format!("2001:db8:1:{i:x}::1"))).await;
+        allowed += u32::from(res.status() == StatusCode::OK);
+    }
+    assert_eq!(allowed, 8, "4 x 2 for the /56 the first 20 /64s share");
+    let app = per_ip(RateLimit::without_ipv6_aggregates);
+    for i in 0..40 {
+        let res = status(&app, v6(&format!("2001:db8:1:{i:x}::1"))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+}
+
+#[test]
+fn more_keys_than_one_decision_holds_is_a_build_error() {
+    let (_clock, store) = memory();
+    let mut limits = RateLimit::new(store);
+    for name in ["a", "b", "c", "d", "e"] {
+        limits = limits.policy(Policy::new(name, Quota::per_minute(5)));
+    }
+    let err = limits.build().unwrap_err();
+    assert_eq!(err.setting(), "ratelimit.policies");
+    // Route-scoped policies on different routes never meet: the contract's
+    // set (global + one scoped per route + per user) fits.
+    let (_clock, store) = memory();
+    contract_limits(store);
+    assert!(
+        RateLimit::new(memory().1)
+            .policy(Policy::new("p", Quota::per_minute(5)))
+            .ipv6_aggregate(8, 2)
+            .build()
+            .is_err()
+    );
+}

@@ -99,6 +99,14 @@ impl Quota {
         self
     }
 
+    /// The same quota for `factor` times the clients: `factor` × the limit
+    /// and the burst over the same period (saturating).
+    #[must_use]
+    pub fn scaled(self, factor: u32) -> Self {
+        Self::clamped(self.limit.saturating_mul(factor), self.period)
+            .with_burst(self.burst.saturating_mul(factor))
+    }
+
     /// The sustained number of requests per period.
     pub fn limit(&self) -> u32 {
         self.limit
