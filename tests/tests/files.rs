@@ -278,3 +278,118 @@ fn an_endless_chunked_upload_is_stopped_at_ten_mebibytes() {
         "nothing stored"
     );
 }
+
+/// A 413 quota problem for `code` that names no path and no directory.
+fn assert_quota_problem(res: &Response, code: &str, data_dir: &std::path::Path) {
+    assert_eq!(res.status, 413, "{}", res.text());
+    assert_eq!(res.header("content-type"), Some("application/problem+json"));
+    let body: Value = res.json().unwrap();
+    assert_eq!(
+        body["type"], "urn:palisade:problem:quota-exceeded",
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["code"], code, "{body}");
+    let text = body.to_string();
+    let dir = data_dir.display().to_string();
+    assert!(!text.contains(".txt") && !text.contains(&dir), "{text}");
+}
+
+/// Polls `done` every 50 ms for up to 10 s.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The per-user quota (issue 17 item 6), from outside: the byte and the
+/// file past it are refused with a 413 problem that names no path, a client
+/// that hangs up mid-upload gives its reservation back, a delete frees
+/// quota, and the listing has its `next_cursor`.
+#[test]
+fn the_quota_holds_and_a_dropped_connection_gives_its_reservation_back() {
+    let backend = Backend::start_with(&[
+        ("APP_FILES_MAX_BYTES", "1000"),
+        ("APP_FILES_MAX_COUNT", "3"),
+    ]);
+    let addr = backend.addr;
+    let data_dir = backend.data_dir();
+    let alice = token(addr, "dave@example.com");
+    let bob = token(addr, "erin@example.com");
+    let send = |method: &str, path: &str, token: &str, body: &[u8]| {
+        call(addr, method, path, token, "text/plain", body)
+    };
+    let put =
+        |token: &str, path: &str, body: &[u8]| send("PUT", &format!("/files/{path}"), token, body);
+
+    assert_eq!(put(&alice, "a.txt", &[b'a'; 600]).status, 201);
+    let res = put(&alice, "b.txt", &[b'b'; 401]);
+    assert_quota_problem(&res, "quota_bytes", &data_dir);
+    assert_eq!(put(&bob, "b.txt", &[b'b'; 1000]).status, 201, "per user");
+
+    // A chunked upload of unknown length reserves what remains (400 bytes),
+    // sends a little and hangs up. `100 Continue` comes when the handler
+    // first reads the body, after its reservation.
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "PUT /files/slow.txt HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {alice}\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nexpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut interim = [0_u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    let chunk = palisade_testkit::http::chunk(&[b's'; 100]);
+    stream.write_all(&chunk).unwrap();
+    let res = put(&alice, "probe.txt", b"p");
+    assert_quota_problem(&res, "quota_bytes", &data_dir);
+    drop(stream);
+    eventually("the dropped upload kept its reservation", || {
+        let res = put(&alice, "b.txt", &[b'b'; 400]);
+        if res.status != 201 {
+            assert_quota_problem(&res, "quota_bytes", &data_dir);
+        }
+        res.status == 201
+    });
+
+    // Three files is the limit, whatever their size; a delete frees a slot.
+    assert_eq!(put(&alice, "empty.txt", b"").status, 201);
+    assert_quota_problem(&put(&alice, "d.txt", b""), "quota_files", &data_dir);
+    assert_eq!(send("DELETE", "/files/a.txt", &alice, b"").status, 204);
+    assert_eq!(put(&alice, "d.txt", &[b'd'; 600]).status, 201);
+
+    let res = send("GET", "/files", &alice, b"");
+    assert_eq!(res.status, 200);
+    let text = "text/plain; charset=utf-8";
+    assert_eq!(
+        res.json().unwrap(),
+        json!({"files": [
+            {"path": "b.txt", "size": 400, "content_type": text},
+            {"path": "d.txt", "size": 600, "content_type": text},
+            {"path": "empty.txt", "size": 0, "content_type": text},
+        ], "next_cursor": null})
+    );
+    let res = send("GET", "/files?cursor=..%2F", &alice, b"");
+    assert_eq!(res.status, 400);
+    assert_eq!(res.header("content-type"), Some("application/problem+json"));
+
+    // Nothing of the dropped upload is left on disk.
+    let mut stack = vec![data_dir.join("files")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            assert!(!name.starts_with(".palisade-tmp"), "{name}");
+            if entry.metadata().unwrap().is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+}

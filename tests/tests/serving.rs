@@ -21,11 +21,13 @@ fn unknown_paths_wrong_methods_and_preflights_count_against_the_per_ip_limit() {
         let backend = Backend::start();
         let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
         for _ in 0..120 {
-            let res = Request::new(method, path)
-                .header("origin", "https://elsewhere.example")
-                .header("access-control-request-method", "POST")
-                .send(backend.addr)
-                .unwrap();
+            let mut req = Request::new(method, path);
+            if method == "OPTIONS" {
+                req = req
+                    .header("origin", "https://elsewhere.example")
+                    .header("access-control-request-method", "POST");
+            }
+            let res = req.send(backend.addr).unwrap();
             *statuses.entry(res.status).or_default() += 1;
         }
         let limited = statuses.get(&429).copied().unwrap_or(0);
@@ -67,7 +69,10 @@ fn metrics_are_refused_to_a_trusted_loopback_proxy_and_in_prod_without_a_token()
     assert_eq!(res.status, 403, "the peer is a proxy, not a local scraper");
 
     let prod = Backend::start_with(&[("APP_PROFILE", "prod"), ("APP_JWT_SECRET", SHARED_SECRET)]);
-    assert_eq!(Request::get("/metrics").send(prod.addr).unwrap().status, 403);
+    assert_eq!(
+        Request::get("/metrics").send(prod.addr).unwrap().status,
+        403
+    );
     assert_eq!(Request::get("/health").send(prod.addr).unwrap().status, 200);
 }
 
@@ -80,12 +85,18 @@ fn prod_refuses_trusted_proxy_networks_wider_than_a_slash_8() {
             ("APP_TRUSTED_PROXIES", wide),
         ]);
         assert_eq!(status.code(), Some(78), "{wide}: {stderr}");
-        assert!(stderr.contains("APP_TRUSTED_PROXIES: must not contain"), "{stderr}");
+        assert!(
+            stderr.contains("APP_TRUSTED_PROXIES: must not contain"),
+            "{stderr}"
+        );
     }
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 #[test]
@@ -97,7 +108,10 @@ fn the_internal_metrics_listener_serves_metrics_and_the_main_one_answers_404() {
     ]);
     let main = Request::get("/metrics").send(backend.addr).unwrap();
     assert_eq!(main.status, 404);
-    assert_eq!(main.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        main.header("content-type"),
+        Some("application/problem+json")
+    );
     // Served on the internal address, forwarding headers or not.
     let res = Request::get("/metrics")
         .header("x-forwarded-for", "198.51.100.7")
@@ -108,4 +122,93 @@ fn the_internal_metrics_listener_serves_metrics_and_the_main_one_answers_404() {
     assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
     // Nothing else lives there.
     assert_eq!(Request::get("/health").send(internal).unwrap().status, 404);
+}
+
+/// Raises this process's open-file limit (inherited by the backend it
+/// starts) so that thousands of test connections fit on any machine.
+fn raise_open_files(wanted: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if limit.current.is_some_and(|soft| soft < wanted) {
+        let mut raised = limit;
+        raised.current = Some(wanted.min(hard));
+        setrlimit(Resource::Nofile, raised).unwrap();
+    }
+}
+
+fn health_ok(addr: SocketAddr) -> bool {
+    Request::get("/health").send(addr).is_ok_and(|r| r.status == 200)
+}
+
+/// Slowloris: a head sent one line a second is cut by the 10 s head
+/// deadline, while other clients are served all along.
+#[test]
+fn a_request_head_sent_one_line_a_second_is_cut_within_twelve_seconds() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let backend = Backend::start();
+    let mut slow = std::net::TcpStream::connect(backend.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let start = Instant::now();
+    let mut closed_after = None;
+    let mut served = 0;
+    while start.elapsed() < Duration::from_secs(20) {
+        // One more header line a second, as long as the server takes them.
+        if slow.write_all(b"X-Slow: 1\r\n").is_err() {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if matches!(slow.read(&mut buf), Ok(0)) {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+        assert!(health_ok(backend.addr), "another client must be served meanwhile");
+        served += 1;
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    let closed_after = closed_after.expect("the slow connection was never closed");
+    println!("slowloris connection closed after {closed_after:?}; {served} other requests served");
+    assert!(closed_after <= Duration::from_secs(12), "{closed_after:?}");
+    assert!(closed_after >= Duration::from_secs(9), "cut too early: {closed_after:?}");
+}
+
+#[test]
+fn two_thousand_idle_connections_do_not_stop_new_clients() {
+    use std::time::{Duration, Instant};
+    raise_open_files(8192);
+    let backend = Backend::start();
+    let idle: Vec<_> = (0..2000)
+        .map(|_| std::net::TcpStream::connect(backend.addr).unwrap())
+        .collect();
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert!(health_ok(backend.addr));
+    }
+    let took = start.elapsed();
+    println!("20 requests beside 2,000 idle connections: {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(idle);
+}
+
+#[test]
+fn shutdown_with_a_half_sent_request_head_exits_zero_within_the_drain_deadline() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let backend = Backend::start();
+    let mut hung = std::net::TcpStream::connect(backend.addr).unwrap();
+    hung.write_all(b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .unwrap();
+    // The server has read the bytes; now the operator stops it.
+    assert!(health_ok(backend.addr));
+    let start = Instant::now();
+    let (status, logs) = backend.stop("TERM");
+    let took = start.elapsed();
+    println!("stopped in {took:?}");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(logs.iter().any(|l| l.contains("\"stopped\"")), "{logs:?}");
+    drop(hung);
 }

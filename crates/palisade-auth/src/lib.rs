@@ -95,19 +95,27 @@
 //! ```
 
 pub mod hash;
+#[cfg(feature = "sessions")]
 pub mod jwt;
+#[cfg(feature = "sessions")]
 pub mod layer;
 pub mod lockout;
+#[cfg(feature = "sessions")]
 pub mod login;
 pub mod password;
+#[cfg(feature = "sessions")]
 pub mod session;
 
 pub use hash::{HashError, HashParams, Hasher};
+#[cfg(feature = "sessions")]
 pub use jwt::{Claims, Jwt, JwtConfig, Revocations};
+#[cfg(feature = "sessions")]
 pub use layer::{AuthLayer, AuthUser};
 pub use lockout::{Lockout, LockoutPolicy};
+#[cfg(feature = "sessions")]
 pub use login::{LoggedIn, Login, LoginError, PasswordError, StoredUser, UserDirectory};
 pub use password::PasswordPolicy;
+#[cfg(feature = "sessions")]
 pub use session::{MemoryRefreshStore, RefreshStore, SessionError, Sessions, TokenPair};
 
 /// A user or refresh-token store failed (a database error). It is logged,

@@ -460,7 +460,9 @@ mod response {
     use axum::response::{IntoResponse, Response};
     use palisade_core::{ProblemDetails, ProblemType};
 
-    use super::{SessionError, TokenPair};
+    use super::SessionError;
+    #[cfg(feature = "axum")]
+    use super::TokenPair;
 
     impl SessionError {
         /// The problem document of the contract: 401 `invalid credentials`,

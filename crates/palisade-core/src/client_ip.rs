@@ -331,6 +331,13 @@ impl ClientIpResolverBuilder {
         self
     }
 
+    /// Trusts proxy networks already parsed (e.g. from a typed setting).
+    pub fn trusted_networks(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
+        self.trusted
+            .extend(networks.into_iter().map(|net| net.to_string()));
+        self
+    }
+
     /// Selects the forwarding header the proxies write (default `X-Forwarded-For`).
     pub fn header(mut self, header: ForwardedHeader) -> Self {
         self.header = header;

@@ -149,4 +149,4 @@ pub use path::{PathRejection, PathRules, SafePath};
 #[cfg(unix)]
 pub use root::{Permissions, Resolver, SafeRoot, SymlinkPolicy};
 #[cfg(unix)]
-pub use upload::{StoredFile, UploadError, UploadPolicy};
+pub use upload::{ReceivedUpload, StoredFile, UploadError, UploadPolicy};

@@ -23,7 +23,19 @@
 //!    existing file (unless [`UploadPolicy::allow_overwrite`]:
 //!    [`FsError::AlreadyExists`] otherwise), and fsyncs the directory.
 //!
-//! Whatever fails, the temporary file is removed. Polyglots whose markup
+//! Whatever fails, the temporary file is removed.
+//!
+//! Steps 1–4 and step 5 are also available apart:
+//! [`UploadPolicy::receive`] stops before the rename and returns a
+//! [`ReceivedUpload`], which [`ReceivedUpload::commit`] moves into place
+//! (dropping it removes the temporary file). It takes a per-call limit below
+//! the policy's cap — e.g. what remains of a user's storage quota — and lets
+//! the caller do its bookkeeping around the commit: nothing is visible under
+//! the final name before `commit`, and a commit that has started on the
+//! blocking pool completes even if the caller's future is dropped, so run
+//! the commit and the bookkeeping that must follow it on a task of their own.
+//!
+//! Polyglots whose markup
 //! starts after the first KiB are stored, and stay inert when served with
 //! [`serve::download`](crate::serve::download) (sniffed type, `nosniff`,
 //! `attachment`).
@@ -53,9 +65,19 @@
 //! let err = policy.store(&root, &fake, None, Full::new(bytes::Bytes::from("<html>"))).await.unwrap_err();
 //! assert!(matches!(err, UploadError::Mismatch(_)));
 //! assert_eq!(err.problem().status, 415);
+//!
+//! // In two steps, at most 4 bytes this time (e.g. what is left of a quota).
+//! let path = rules.parse("notes/big.txt").unwrap();
+//! let err = policy.receive(&root, &path, None, Full::new(bytes::Bytes::from("hello")), 4).await.unwrap_err();
+//! assert!(matches!(err, UploadError::TooLarge { limit: 4 }));
+//! let received = policy.receive(&root, &path, None, Full::new(bytes::Bytes::from("hi")), 4).await.unwrap();
+//! assert!(!dir.path().join("notes/big.txt").exists()); // not before the commit
+//! assert_eq!(received.commit().await.unwrap().size, 2);
+//! assert!(dir.path().join("notes/big.txt").exists());
 //! # });
 //! ```
 
+use std::fmt;
 use std::pin::pin;
 
 use bytes::{Buf, Bytes};
@@ -69,7 +91,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::FsError;
 use crate::path::SafePath;
-use crate::root::SafeRoot;
+use crate::root::{SafeRoot, Staged};
 use crate::sniff::{SNIFF_LEN, sniff};
 
 /// The error type of request bodies.
@@ -253,6 +275,53 @@ pub struct StoredFile {
     pub content_type: &'static str,
 }
 
+/// An upload received in full and checked, written and flushed under a
+/// temporary name next to its target, not yet visible under its final name
+/// (see [`UploadPolicy::receive`]). [`commit`](Self::commit) moves it into
+/// place; dropping it removes the temporary file.
+#[must_use = "a received upload is removed when dropped: call `commit`"]
+pub struct ReceivedUpload {
+    root: SafeRoot,
+    staged: Staged,
+    file: std::fs::File,
+    overwrite: bool,
+    stored: StoredFile,
+}
+
+impl ReceivedUpload {
+    /// What [`commit`](Self::commit) will store: the final path, the size,
+    /// the SHA-256 and the sniffed type.
+    pub fn file(&self) -> &StoredFile {
+        &self.stored
+    }
+
+    /// Fsyncs the file, renames it to its final name without replacing an
+    /// existing file (unless the policy allows overwrites:
+    /// [`FsError::AlreadyExists`] otherwise), and fsyncs the directory. The
+    /// work runs on the blocking pool: once started, it completes even if
+    /// this future is dropped.
+    pub async fn commit(self) -> Result<StoredFile, UploadError> {
+        let Self {
+            root,
+            staged,
+            file,
+            overwrite,
+            stored,
+        } = self;
+        root.blocking(move |_| staged.commit(file, overwrite))
+            .await?;
+        Ok(stored)
+    }
+}
+
+impl fmt::Debug for ReceivedUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReceivedUpload")
+            .field("stored", &self.stored)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What an upload may be and how it is stored. The defaults: 10 MiB, PNG,
 /// JPEG, GIF, WebP, PDF and plain text, no overwrite, parents created,
 /// `Content-Type` optional (checked when present).
@@ -385,6 +454,29 @@ impl UploadPolicy {
             .await
     }
 
+    /// Steps 1–4 of [`store`](Self::store) (see the [module docs](self)):
+    /// checks, streams and sniffs `body` into a temporary file next to
+    /// `path`, reading at most `limit` bytes — or the policy's cap when that
+    /// is smaller; [`UploadError::TooLarge`] carries the smaller of the two.
+    /// A body whose size hint already exceeds it is refused before a byte is
+    /// read. Nothing is visible under `path` until
+    /// [`ReceivedUpload::commit`].
+    pub async fn receive<B>(
+        &self,
+        root: &SafeRoot,
+        path: &SafePath,
+        content_type: Option<&str>,
+        body: B,
+        limit: u64,
+    ) -> Result<ReceivedUpload, UploadError>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        self.receive_target(root, Target::Path(path), content_type, body, limit)
+            .await
+    }
+
     /// [`store`](Self::store) for a stream of byte chunks.
     pub async fn store_stream<S, E>(
         &self,
@@ -412,6 +504,25 @@ impl UploadPolicy {
         B: Body,
         B::Error: Into<BoxError>,
     {
+        self.receive_target(root, target, content_type, body, self.max_bytes)
+            .await?
+            .commit()
+            .await
+    }
+
+    async fn receive_target<B>(
+        &self,
+        root: &SafeRoot,
+        target: Target<'_>,
+        content_type: Option<&str>,
+        body: B,
+        limit: u64,
+    ) -> Result<ReceivedUpload, UploadError>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let limit = limit.min(self.max_bytes);
         let declared = self.declared(content_type)?;
         let (by_extension, stage_path, dir) = match target {
             Target::Path(path) => {
@@ -425,10 +536,8 @@ impl UploadPolicy {
                 (None, path, dir.cloned())
             }
         };
-        if body.size_hint().lower() > self.max_bytes {
-            return Err(UploadError::TooLarge {
-                limit: self.max_bytes,
-            });
+        if body.size_hint().lower() > limit {
+            return Err(UploadError::TooLarge { limit });
         }
 
         let create_parents = self.create_parents;
@@ -455,10 +564,8 @@ impl UploadPolicy {
             };
             let chunk = data.copy_to_bytes(data.remaining());
             size = size.saturating_add(chunk.len() as u64);
-            if size > self.max_bytes {
-                return Err(UploadError::TooLarge {
-                    limit: self.max_bytes,
-                });
+            if size > limit {
+                return Err(UploadError::TooLarge { limit });
             }
             if sniffed.is_none() {
                 let wanted = SNIFF_LEN.saturating_sub(head.len()).min(chunk.len());
@@ -488,14 +595,17 @@ impl UploadPolicy {
                 |dir| dir.child(&name),
             )
         };
-        let overwrite = self.overwrite;
-        root.blocking(move |_| staged.commit(file, overwrite))
-            .await?;
-        Ok(StoredFile {
-            path: final_path,
-            size,
-            sha256: hex(&hasher.finalize()),
-            content_type: file_type.mime,
+        Ok(ReceivedUpload {
+            root: root.clone(),
+            staged,
+            file,
+            overwrite: self.overwrite,
+            stored: StoredFile {
+                path: final_path,
+                size,
+                sha256: hex(&hasher.finalize()),
+                content_type: file_type.mime,
+            },
         })
     }
 

@@ -371,3 +371,124 @@ async fn parents_are_not_created_when_told_not_to() {
     assert!(matches!(err, UploadError::Fs(FsError::NotFound)));
     assert!(names(dir.path()).is_empty());
 }
+
+#[tokio::test]
+async fn a_received_upload_is_invisible_until_committed_and_gone_when_dropped() {
+    let (dir, root) = setup();
+    let policy = UploadPolicy::new();
+    let received = policy
+        .receive(
+            &root,
+            &p("docs/a.png"),
+            Some("image/png"),
+            Full::new(Bytes::from(png(100))),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!(received.file().size, 133);
+    assert_eq!(received.file().content_type, "image/png");
+    assert_eq!(received.file().path.as_str(), "docs/a.png");
+    // Only the temporary file exists, under a name the path rules refuse.
+    let staged = names(&dir.path().join("docs"));
+    assert_eq!(staged.len(), 1);
+    assert!(PathRules::new().parse(&staged[0]).is_err(), "{staged:?}");
+    let stored = received.commit().await.unwrap();
+    assert_eq!(stored.size, 133);
+    assert_eq!(names(&dir.path().join("docs")), ["a.png"]);
+
+    let received = policy
+        .receive(
+            &root,
+            &p("docs/b.png"),
+            None,
+            Full::new(Bytes::from(png(1))),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+    drop(received);
+    assert_eq!(names(&dir.path().join("docs")), ["a.png"]);
+
+    // A commit that would replace a file fails and leaves nothing behind.
+    let received = policy
+        .receive(
+            &root,
+            &p("docs/a.png"),
+            None,
+            Full::new(Bytes::from(png(1))),
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+    let err = received.commit().await.unwrap_err();
+    assert!(matches!(err, UploadError::Fs(FsError::AlreadyExists)));
+    assert_eq!(names(&dir.path().join("docs")), ["a.png"]);
+}
+
+#[tokio::test]
+async fn a_per_call_limit_below_the_cap_stops_the_body_at_the_limit() {
+    let (dir, root) = setup();
+    let policy = UploadPolicy::new().max_bytes(1000);
+    // A declared length over the limit: refused before reading.
+    let err = policy
+        .receive(
+            &root,
+            &p("a.txt"),
+            None,
+            Full::new(Bytes::from(vec![b'a'; 101])),
+            100,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, UploadError::TooLarge { limit: 100 }),
+        "{err:?}"
+    );
+    // A stream: stopped at the chunk that crosses the limit.
+    let polled = Arc::new(AtomicUsize::new(0));
+    let counter = polled.clone();
+    let endless = futures_util::stream::repeat_with(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, Infallible>(Bytes::from_static(b"0123456789"))
+    });
+    let body = http_body_util::StreamBody::new(futures_util::StreamExt::map(endless, |c| {
+        c.map(http_body::Frame::data)
+    }));
+    let err = policy
+        .receive(&root, &p("a.txt"), None, body, 100)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, UploadError::TooLarge { limit: 100 }),
+        "{err:?}"
+    );
+    assert_eq!(polled.load(Ordering::SeqCst), 11);
+    // Exactly the limit fits; the policy's cap still applies above it.
+    let received = policy
+        .receive(
+            &root,
+            &p("a.txt"),
+            None,
+            Full::new(Bytes::from(vec![b'a'; 100])),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(received.commit().await.unwrap().size, 100);
+    let err = policy
+        .receive(
+            &root,
+            &p("b.txt"),
+            None,
+            Full::new(Bytes::from(vec![b'b'; 1001])),
+            u64::MAX,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, UploadError::TooLarge { limit: 1000 }),
+        "{err:?}"
+    );
+    assert_eq!(names(dir.path()), ["a.txt"]);
+}

@@ -12,6 +12,7 @@
 //! | `redis` | the Redis store behind `store::Store`, with fail policies and a circuit breaker |
 //! | `auth` | `auth`: password policy, argon2id pool, lockout, JWT and refresh tokens, `AuthLayer` |
 //! | `fs` | `fs`: path rules, `SafeRoot`, uploads and downloads |
+//! | `serve` (default) | [`serve`](mod@serve): a hardened HTTP/1.1 and HTTP/2 server — request head, idle, write-progress and drain timeouts, a connection cap, the peer address on every request |
 //!
 //! [`core`] (problem details, client IP, clock, request id) is always there.
 //!
@@ -51,6 +52,10 @@ pub use palisade_store as store;
 #[cfg(feature = "http")]
 pub use palisade_telemetry as telemetry;
 
+#[cfg(feature = "serve")]
+pub mod serve;
+#[cfg(feature = "serve")]
+pub use serve::serve;
 #[cfg(feature = "http")]
 pub mod stack;
 
@@ -70,6 +75,8 @@ pub mod prelude {
     #[cfg(feature = "http")]
     pub use palisade_telemetry::{AccessLogLayer, RequestIdLayer};
 
+    #[cfg(feature = "serve")]
+    pub use crate::serve::Server;
     #[cfg(feature = "http")]
     pub use crate::stack::{SecureLayer, SecureStack};
 }

@@ -9,7 +9,6 @@ pub mod files;
 pub mod metrics;
 pub mod settings;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use palisade::core::ConfigError;
 use palisade::prelude::*;
+use palisade::serve::Server;
 use palisade::ratelimit::{ClientConcurrencyLayer, KeyBy, Policy, RateLimit, RateLimitLayer};
 use palisade::store::{FailPolicy, MemoryStore, Quota, RedisOptions, Store};
 use palisade::telemetry::{Metrics, Readiness};
@@ -101,7 +101,7 @@ impl AppState {
             metrics: Metrics::new(),
             store,
             auth,
-            files: files::FilesState::open(&settings.data_dir).map_err(|_| {
+            files: files::FilesState::open(settings, db).map_err(|_| {
                 ConfigError::new("APP_DATA_DIR", "the files directory could not be opened")
             })?,
         })
@@ -134,8 +134,8 @@ pub enum RunError {
     Bind(std::io::Error),
     /// The HTTP stack refused the configuration.
     Config(ConfigError),
-    /// The server failed while running.
-    Serve(std::io::Error),
+    /// The server could not run (its settings, its signal handlers).
+    Serve(palisade::serve::ServeError),
 }
 
 impl std::fmt::Display for RunError {
@@ -297,7 +297,7 @@ pub const MAX_IN_FLIGHT_PER_CLIENT: u32 = 20;
 /// 405s and preflights included.
 pub fn router(state: &AppState, settings: &Settings) -> Result<Router, ConfigError> {
     let client_ip = ClientIpResolver::builder()
-        .trusted_proxies(settings.trusted_proxies.iter().map(ToString::to_string))
+        .trusted_networks(settings.trusted_proxies.iter().copied())
         .build()?;
     let cors = Cors::new()
         .allow_origins(settings.cors_origins.iter().cloned())
@@ -401,8 +401,9 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     (report.status(), Json(report.to_json()))
 }
 
-/// Runs the server until SIGTERM or SIGINT, then drains for at most
-/// [`SHUTDOWN_GRACE`].
+/// Runs the server until SIGTERM or SIGINT, then drains (readiness red
+/// first, in-flight requests finish within [`SHUTDOWN_GRACE`], idle and hung
+/// connections closed) and returns.
 pub async fn run(settings: Settings) -> Result<(), RunError> {
     let db = open_database(&settings).await?;
     let store = open_store(&settings).map_err(RunError::Config)?;
@@ -432,65 +433,36 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
                 .map_err(RunError::Bind)?;
             let app = metrics_router(&state, &settings).map_err(RunError::Config)?;
             tracing::info!(addr = %at, "serving /metrics on the internal listener");
-            Some(tokio::spawn(async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .await
-            }))
+            Some(tokio::spawn(
+                Server::from_listener(listener)
+                    .drain_timeout(SHUTDOWN_GRACE)
+                    .serve(app),
+            ))
         }
         None => None,
     };
     tracing::info!(addr = %addr, profile = %settings.profile, "listening");
-
-    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
-    let shutdown_state = state.clone();
-    let graceful = async move {
-        shutdown_signal().await;
-        // Readiness turns red before the drain, so load balancers stop sending.
-        shutdown_state.begin_shutdown();
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = signalled_tx.send(true);
-    };
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(graceful);
-    let deadline = async move {
-        let _ = signalled_rx.wait_for(|s| *s).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = server => result.map_err(RunError::Serve)?,
-        () = deadline => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "drain deadline passed; dropping remaining requests"),
+    let draining = state.clone();
+    Server::from_listener(listener)
+        .drain_timeout(SHUTDOWN_GRACE)
+        .on_shutdown(move || {
+            // Readiness turns red before the drain, so load balancers stop sending.
+            draining.begin_shutdown();
+            tracing::info!("shutting down: draining in-flight requests");
+        })
+        .serve(app)
+        .await
+        .map_err(RunError::Serve)?;
+    if let Some(internal) = internal {
+        match internal.await {
+            Ok(result) => result.map_err(RunError::Serve)?,
+            Err(e) => tracing::warn!(error = %e, "the metrics listener's task failed"),
+        }
     }
     pruning.abort();
-    if let Some(internal) = internal {
-        internal.abort();
-    }
     db.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ struct Raw {
     metrics_listen: Option<String>,
     jwt_secret: Option<SecretString>,
     log_format: Option<String>,
+    files_max_bytes: Count,
+    files_max_count: Count,
     /// Accepted so that a file may name its profile; read by the loader.
     profile: Option<String>,
 }
@@ -52,6 +54,8 @@ impl Default for Raw {
             metrics_listen: None,
             jwt_secret: None,
             log_format: None,
+            files_max_bytes: Count::Whole(DEFAULT_FILES_MAX_BYTES),
+            files_max_count: Count::Whole(DEFAULT_FILES_MAX_COUNT),
             profile: None,
         }
     }
@@ -74,6 +78,33 @@ fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect())
+}
+
+/// A count as written: a whole number (from the environment, a TOML integer
+/// or string), or anything else, refused with the rule rather than the
+/// deserializer's wording (and every such setting reported, not the first).
+#[derive(Debug, Clone, Copy)]
+enum Count {
+    Whole(u64),
+    Invalid,
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Whole(u64),
+            Text(String),
+            // Negative and fractional numbers, booleans, lists, tables.
+            Other(serde::de::IgnoredAny),
+        }
+        Ok(match Written::deserialize(d) {
+            Ok(Written::Whole(n)) => Self::Whole(n),
+            Ok(Written::Text(text)) => text.trim().parse().map_or(Self::Invalid, Self::Whole),
+            Ok(Written::Other(_)) | Err(_) => Self::Invalid,
+        })
+    }
 }
 
 /// Validated settings.
@@ -106,11 +137,22 @@ pub struct Settings {
     /// `APP_METRICS_LISTEN`: a second (internal) address serving `/metrics`
     /// alone; the main listener then answers 404 there.
     pub metrics_listen: Option<SocketAddr>,
+    /// `APP_FILES_MAX_BYTES`: the bytes each user may store under `/files`
+    /// (default 100 MiB), uploads in flight included.
+    pub files_max_bytes: u64,
+    /// `APP_FILES_MAX_COUNT`: the files each user may store (default 1,000),
+    /// uploads in flight included.
+    pub files_max_count: u64,
     /// Warnings to log once logging is up (a generated key, a shared secret file).
     pub warnings: Report,
 }
 
 const PREFIX: &str = "APP";
+
+/// The default of `APP_FILES_MAX_BYTES`: 100 MiB per user.
+pub const DEFAULT_FILES_MAX_BYTES: u64 = 100 * 1024 * 1024;
+/// The default of `APP_FILES_MAX_COUNT`: 1,000 files per user.
+pub const DEFAULT_FILES_MAX_COUNT: u64 = 1_000;
 
 impl Settings {
     /// Reads the settings from the process environment.
@@ -207,6 +249,8 @@ impl Settings {
                 LogFormat::Json
             }
         };
+        let files_max_bytes = count(raw.files_max_bytes, "files_max_bytes", loader, &mut report);
+        let files_max_count = count(raw.files_max_count, "files_max_count", loader, &mut report);
         match (listen, jwt_key) {
             (Ok(listen), Some(jwt_key)) if report.is_ok() => Ok(Self {
                 listen,
@@ -220,9 +264,25 @@ impl Settings {
                 log_format,
                 metrics_token,
                 metrics_listen,
+                files_max_bytes,
+                files_max_count,
                 warnings: report,
             }),
             _ => Err(report),
+        }
+    }
+}
+
+/// A count from 1 to `i64::MAX` (quotas are kept in SQLite integers).
+fn count(value: Count, key: &str, loader: &Loader, report: &mut Report) -> u64 {
+    match value {
+        Count::Whole(n) if n > 0 && i64::try_from(n).is_ok() => n,
+        _ => {
+            report.problem(
+                loader.setting(key),
+                "must be a whole number from 1 to 9223372036854775807",
+            );
+            0
         }
     }
 }
@@ -374,6 +434,30 @@ mod tests {
                 .to_string()
                 .contains("APP_METRICS_LISTEN: must be an IP address")
         );
+    }
+
+    #[test]
+    fn the_files_quota_defaults_to_100_mib_and_1000_files_and_is_checked() {
+        let s = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!((s.files_max_bytes, s.files_max_count), (104_857_600, 1_000));
+        let s = Settings::from_vars([
+            ("APP_FILES_MAX_BYTES", "1048576"),
+            ("APP_FILES_MAX_COUNT", "10"),
+        ])
+        .unwrap();
+        assert_eq!((s.files_max_bytes, s.files_max_count), (1_048_576, 10));
+        for bad in ["0", "-1", "ten", "1.5", "9223372036854775808", "100MiB"] {
+            let report =
+                Settings::from_vars([("APP_FILES_MAX_BYTES", bad), ("APP_FILES_MAX_COUNT", bad)])
+                    .unwrap_err();
+            let text = report.to_string();
+            for setting in ["APP_FILES_MAX_BYTES", "APP_FILES_MAX_COUNT"] {
+                assert!(
+                    text.contains(&format!("  {setting}: must ")),
+                    "{bad}: {text}"
+                );
+            }
+        }
     }
 
     #[test]
