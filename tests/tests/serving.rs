@@ -138,7 +138,9 @@ fn raise_open_files(wanted: u64) {
 }
 
 fn health_ok(addr: SocketAddr) -> bool {
-    Request::get("/health").send(addr).is_ok_and(|r| r.status == 200)
+    Request::get("/health")
+        .send(addr)
+        .is_ok_and(|r| r.status == 200)
 }
 
 /// Slowloris: a head sent one line a second is cut by the 10 s head
@@ -149,8 +151,10 @@ fn a_request_head_sent_one_line_a_second_is_cut_within_twelve_seconds() {
     use std::time::{Duration, Instant};
     let backend = Backend::start();
     let mut slow = std::net::TcpStream::connect(backend.addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let start = Instant::now();
     let mut closed_after = None;
     let mut served = 0;
@@ -165,14 +169,20 @@ fn a_request_head_sent_one_line_a_second_is_cut_within_twelve_seconds() {
             closed_after = Some(start.elapsed());
             break;
         }
-        assert!(health_ok(backend.addr), "another client must be served meanwhile");
+        assert!(
+            health_ok(backend.addr),
+            "another client must be served meanwhile"
+        );
         served += 1;
         std::thread::sleep(Duration::from_millis(800));
     }
     let closed_after = closed_after.expect("the slow connection was never closed");
     println!("slowloris connection closed after {closed_after:?}; {served} other requests served");
     assert!(closed_after <= Duration::from_secs(12), "{closed_after:?}");
-    assert!(closed_after >= Duration::from_secs(9), "cut too early: {closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_secs(9),
+        "cut too early: {closed_after:?}"
+    );
 }
 
 #[test]

@@ -10,8 +10,9 @@
 //! | `axum` (default) | extractors (`ValidatedJson`, `ClientIp`, `CspNonce`), `IntoResponse` for problems, [`SecureLayer::apply`](stack::SecureLayer::apply) |
 //! | `ratelimit` | `store` (memory store: GCRA, counters, marks) and `ratelimit` (policies, the limiting layer, per-client concurrency caps) |
 //! | `redis` | the Redis store behind `store::Store`, with fail policies and a circuit breaker |
-//! | `auth` | `auth`: password policy, argon2id pool, lockout, JWT and refresh tokens, `AuthLayer` |
-//! | `fs` | `fs`: path rules, `SafeRoot`, uploads and downloads |
+//! | `auth` | `auth`: the login and session flows (`Login`, `Sessions`), password policy, argon2id pool, lockout, JWT and refresh tokens, `AuthLayer`; with `axum`, `AuthUser` and responses (no axum without it) |
+//! | `fs` | `fs`: path rules, `SafeRoot`, uploads and downloads; with `axum`, errors are responses |
+//! | `config` | `config`: figment loading with profiles, `*_FILE` secrets, keys that refuse defaults and low entropy |
 //! | `serve` (default) | [`serve`](mod@serve): a hardened HTTP/1.1 and HTTP/2 server — request head, idle, write-progress and drain timeouts, a connection cap, the peer address on every request |
 //!
 //! [`core`] (problem details, client IP, clock, request id) is always there.
@@ -40,6 +41,8 @@
 
 #[cfg(feature = "auth")]
 pub use palisade_auth as auth;
+#[cfg(feature = "config")]
+pub use palisade_config as config;
 pub use palisade_core as core;
 #[cfg(feature = "fs")]
 pub use palisade_fs as fs;
@@ -75,8 +78,30 @@ pub mod prelude {
     #[cfg(feature = "http")]
     pub use palisade_telemetry::{AccessLogLayer, RequestIdLayer};
 
+    #[cfg(feature = "http")]
+    pub use palisade_telemetry::{Metrics, Readiness};
+
+    #[cfg(feature = "ratelimit")]
+    pub use palisade_ratelimit::{ClientConcurrencyLayer, KeyBy, Policy, RateLimit};
+    #[cfg(feature = "ratelimit")]
+    pub use palisade_store::{FailPolicy, MemoryStore, Quota, Store};
+
+    #[cfg(all(feature = "auth", feature = "axum"))]
+    pub use palisade_auth::AuthUser;
+    #[cfg(feature = "auth")]
+    pub use palisade_auth::{
+        AuthLayer, Hasher, Jwt, JwtConfig, Lockout, LockoutPolicy, Login, LoginError,
+        PasswordPolicy, Revocations, SessionError, Sessions, UserDirectory,
+    };
+
+    #[cfg(feature = "fs")]
+    pub use palisade_fs::{FsError, SafePath, SafeRoot, UploadPolicy};
+
+    #[cfg(feature = "config")]
+    pub use palisade_config::{Loader, Profile, SecretString};
+
     #[cfg(feature = "serve")]
-    pub use crate::serve::Server;
+    pub use crate::serve::{Server, serve};
     #[cfg(feature = "http")]
     pub use crate::stack::{SecureLayer, SecureStack};
 }
