@@ -143,22 +143,25 @@ pub(crate) fn decode(text: &str, encoding: KeyEncoding) -> Option<Vec<u8>> {
 
 /// Checks a secret written in `encoding` for a purpose needing `min_len`
 /// decoded bytes: the text against the placeholder rules, the decoded bytes
-/// against length and entropy.
+/// against length, entropy and the guesses estimate (a key must be `min_len`
+/// bytes from a CSPRNG).
 pub fn check(text: &str, encoding: KeyEncoding, min_len: usize) -> Result<Vec<u8>, KeyError> {
     let Some(bytes) = decode(text, encoding) else {
         return Err(KeyError::Undecodable(encoding));
     };
-    let mut weaknesses = assess(text.trim().as_bytes(), 0);
-    if encoding != KeyEncoding::Raw {
-        // `changeme` in base64 is still `changeme`; measure the real key.
+    let weaknesses = if encoding == KeyEncoding::Raw {
+        assess(&bytes, min_len)
+    } else {
+        // The text for placeholders; the real key for everything else
+        // (`changeme` in base64 is still `changeme`).
+        let mut weaknesses = assess(text.trim().as_bytes(), 0);
         for w in assess(&bytes, min_len) {
             if !weaknesses.contains(&w) {
                 weaknesses.push(w);
             }
         }
-    } else if bytes.len() < min_len {
-        weaknesses.insert(0, Weakness::TooShort { min: min_len });
-    }
+        weaknesses
+    };
     if weaknesses.is_empty() {
         Ok(bytes)
     } else {

@@ -69,6 +69,33 @@ fn placeholders_hidden_in_an_encoding_are_found() {
 }
 
 #[test]
+fn guessable_keys_are_refused_in_every_encoding() {
+    use base64::Engine as _;
+    for weak in [
+        "Christopher1985!Christopher1985!",
+        "beautiful mountain summer holiday",
+        "acme-corporation-holdings-2023-prod",
+        "Xk9#mQ2$pXk9#mQ2$pXk9#mQ2$pXk9#mQ2$p",
+    ] {
+        let guessable = |err: KeyError| matches!(err, KeyError::Weak(ref w) if w.contains(&Weakness::Guessable { min: 32 }));
+        let raw = HmacKey::parse(weak, HmacAlgorithm::Hs256, KeyEncoding::Raw).unwrap_err();
+        assert!(guessable(raw), "{weak}");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(weak);
+        let err = HmacKey::parse(&b64, HmacAlgorithm::Hs256, KeyEncoding::Base64).unwrap_err();
+        assert!(guessable(err.clone()), "{weak}: {err:?}");
+        // The message names the rule and the remedy, never the key.
+        let text = err.to_string();
+        assert!(text.contains("openssl rand -base64 48"), "{text}");
+        for window in weak.as_bytes().windows(5) {
+            assert!(!text.as_bytes().windows(5).any(|w| w == window), "{text}");
+        }
+    }
+    // A CSPRNG key passes however it is written.
+    assert!(HmacKey::parse(STRONG_B64_32, HmacAlgorithm::Hs256, KeyEncoding::Base64).is_ok());
+    assert!(HmacKey::parse(STRONG_B64_32, HmacAlgorithm::Hs256, KeyEncoding::Raw).is_ok());
+}
+
+#[test]
 fn undecodable_text_is_refused() {
     for (text, enc) in [
         ("not base64!!", KeyEncoding::Base64),
