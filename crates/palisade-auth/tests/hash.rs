@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code: panics are the assertions
 //! The hashing service: ceilings, rehash, pepper, the bounded pool.
 
+mod common;
+
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -293,7 +295,6 @@ fn hashing_threads_run_below_the_runtime() {
 
 #[tokio::test]
 async fn passwords_are_hashed_in_nfkc_form_and_unnormalised_old_hashes_still_verify() {
-    use argon2::password_hash::{PasswordHasher, SaltString};
     let hasher = Hasher::builder().params(FAST).build().unwrap();
     let wide = "ｃｏｒｒｅｃｔ\u{3000}ｈｏｒｓｅ ｂａｔｔｅｒｙ";
     let plain = "correct horse battery";
@@ -308,14 +309,7 @@ async fn passwords_are_hashed_in_nfkc_form_and_unnormalised_old_hashes_still_ver
         Verdict::Mismatch
     );
     // A hash stored before normalisation: of the bytes as typed.
-    let params = argon2::Params::new(FAST.m_kib, FAST.t, FAST.p, Some(32)).unwrap();
-    let legacy = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(
-            wide.as_bytes(),
-            &SaltString::encode_b64(b"sixteen byte slt").unwrap(),
-        )
-        .unwrap()
-        .to_string();
+    let legacy = common::unnormalised_hash(wide, FAST);
     assert_eq!(
         hasher.check(&pw(wide), &legacy).await.unwrap(),
         Verdict::MatchUnnormalised

@@ -2,6 +2,8 @@
 //! The login flow: cancellation at every await point, enumeration, NFKC,
 //! rehash, shedding, a store outage, parallel guesses, password changes.
 
+mod common;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -305,17 +307,9 @@ async fn identifiers_are_normalised_and_passwords_compared_in_nfkc() {
 
 #[tokio::test]
 async fn a_hash_of_an_unnormalised_password_verifies_and_is_rehashed_on_login() {
-    use argon2::password_hash::{PasswordHasher, SaltString};
     let hasher = hasher();
     let wide = "ｖｉｏｌｅｔ ｑｕａｒｔｚ ｈａｒｂｏｒ ｔｉｍｂｅｒ";
-    let params = argon2::Params::new(FAST.m_kib, FAST.t, FAST.p, Some(32)).unwrap();
-    let legacy = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(
-            wide.as_bytes(),
-            &SaltString::encode_b64(b"sixteen byte slt").unwrap(),
-        )
-        .unwrap()
-        .to_string();
+    let legacy = common::unnormalised_hash(wide, FAST);
     let login = Login::new(
         Users::with([StoredUser::new("u1", "bob@example.com", legacy.clone())]),
         hasher.clone(),

@@ -33,6 +33,7 @@ pub mod clock;
 mod error;
 pub mod future;
 pub mod identifier;
+pub mod panic_message;
 pub mod principal;
 pub mod problem;
 pub mod request_id;

@@ -36,7 +36,6 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, PanicHookInfo, catch_unwind};
 use std::pin::Pin;
@@ -47,6 +46,7 @@ use std::task::{Context, Poll};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response};
 use palisade_core::body::ResponseBody;
+use palisade_core::panic_message::{self, PanicMessage};
 use palisade_core::{ProblemDetails, ProblemType, RequestId};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -108,7 +108,7 @@ pub struct CatchPanic<S> {
 /// Where the last panic of each thread happened, noted by the panic hook
 /// for the next `catch_unwind` of that thread.
 mod site {
-    use super::{AtomicU32, Once, Ordering, PanicHookInfo, RefCell, message};
+    use super::{AtomicU32, Once, Ordering, PanicHookInfo, RefCell, panic_message};
 
     /// A panic's location and the length of its message (to tell it from
     /// an older note the hook left for another panic).
@@ -150,7 +150,7 @@ mod site {
         };
         let site = Site {
             location: location.to_string(),
-            message_len: message(info.payload()).map(str::len),
+            message_len: panic_message::text(info.payload()).map(str::len),
         };
         let _ = LAST.try_with(|last| {
             if let Ok(mut last) = last.try_borrow_mut() {
@@ -167,37 +167,15 @@ mod site {
             .ok()
             .flatten();
         match site {
-            Some(site) if site.message_len == message(payload).map(str::len) => Some(site.location),
+            Some(site) if site.message_len == panic_message::text(payload).map(str::len) => {
+                Some(site.location)
+            }
             _ => {
                 if REINSTALLS.fetch_add(1, Ordering::Relaxed) < MAX_REINSTALLS {
                     wrap();
                 }
                 None
             }
-        }
-    }
-}
-
-/// The text of a `panic!` payload (`&str` or `String`).
-fn message(payload: &(dyn Any + Send)) -> Option<&str> {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-}
-
-/// The panic message as logged: redacted to its length by default.
-struct Message<'a> {
-    text: Option<&'a str>,
-    redact: bool,
-}
-
-impl fmt::Display for Message<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.text, self.redact) {
-            (None, _) => f.write_str("[non-string panic payload]"),
-            (Some(text), true) => write!(f, "[redacted: {} bytes]", text.len()),
-            (Some(text), false) => f.write_str(text),
         }
     }
 }
@@ -220,10 +198,7 @@ impl RequestInfo {
             method = %self.method,
             path = self.path.as_ref().map_or("/", PathAndQuery::path),
             location = location.as_deref().unwrap_or("unknown"),
-            panic = %Message {
-                text: message(payload),
-                redact: self.redact,
-            },
+            panic = %PanicMessage::new(payload, self.redact),
             "handler panicked"
         );
         ProblemDetails::new(ProblemType::INTERNAL)

@@ -33,9 +33,9 @@
 //! ```
 
 use std::backtrace::{Backtrace, BacktraceStatus};
-use std::fmt;
 use std::panic::PanicHookInfo;
 
+use palisade_core::panic_message::PanicMessage;
 use palisade_core::request_id::with_current;
 
 /// The tracing target of panic lines.
@@ -84,29 +84,8 @@ impl PanicHook {
     }
 }
 
-/// The panic message as logged.
-struct Message<'a> {
-    text: Option<&'a str>,
-    redact: bool,
-}
-
-impl fmt::Display for Message<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.text, self.redact) {
-            (None, _) => f.write_str("[non-string panic payload]"),
-            (Some(text), true) => write!(f, "[redacted: {} bytes]", text.len()),
-            (Some(text), false) => f.write_str(text),
-        }
-    }
-}
-
 fn report(info: &PanicHookInfo<'_>, redact: bool) {
-    let payload = info.payload();
-    let text = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-    let message = Message { text, redact };
+    let message = PanicMessage::new(info.payload(), redact);
     let location = info.location();
     let thread = std::thread::current();
     let thread = thread.name().unwrap_or("<unnamed>");

@@ -509,15 +509,19 @@ impl Drop for Reservation {
 }
 
 async fn release_row(db: &SqlitePool, row: &Row) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM files WHERE user_id = ? AND path = ? AND token = ? AND state = 'pending'",
-    )
-    .bind(&row.user)
-    .bind(&row.path)
-    .bind(&row.token)
-    .execute(db)
-    .await
-    .map(drop)
+    delete_row(db, row, "pending").await
+}
+
+/// Deletes `row` if it is still in `state` (and still this reservation's).
+async fn delete_row(db: &SqlitePool, row: &Row, state: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM files WHERE user_id = ? AND path = ? AND token = ? AND state = ?")
+        .bind(&row.user)
+        .bind(&row.path)
+        .bind(&row.token)
+        .bind(state)
+        .execute(db)
+        .await
+        .map(drop)
 }
 
 /// A `pending` row made to match the disk: `stored` with the file's size
@@ -591,16 +595,9 @@ async fn finish_delete(db: &SqlitePool, root: &SafeRoot, row: &Row) -> Result<()
             return Err(e.problem());
         }
     }
-    sqlx::query(
-        "DELETE FROM files WHERE user_id = ? AND path = ? AND token = ? AND state = 'deleting'",
-    )
-    .bind(&row.user)
-    .bind(&row.path)
-    .bind(&row.token)
-    .execute(db)
-    .await
-    .map(drop)
-    .map_err(|e| internal("could not delete a file row", &e))
+    delete_row(db, row, "deleting")
+        .await
+        .map_err(|e| internal("could not delete a file row", &e))
 }
 
 /// Which limit an upload would cross.

@@ -96,6 +96,26 @@ impl SqliteRefreshStore {
     }
 }
 
+/// Stores a token of `family` inside the transaction `tx`.
+async fn insert_token(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    family: &str,
+    token: NewToken,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO palisade_refresh_tokens (hash, family, issued_at, expires_at) \
+         VALUES (?, ?, ?, ?)",
+    )
+    .bind(token.hash.as_slice())
+    .bind(family)
+    .bind(int(token.issued_at))
+    .bind(int(token.expires_at))
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+    .map_err(db)
+}
+
 impl RefreshStore for SqliteRefreshStore {
     async fn create(
         &self,
@@ -113,17 +133,7 @@ impl RefreshStore for SqliteRefreshStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        sqlx::query(
-            "INSERT INTO palisade_refresh_tokens (hash, family, issued_at, expires_at) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(first.hash.as_slice())
-        .bind(family)
-        .bind(int(first.issued_at))
-        .bind(int(first.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        insert_token(&mut tx, family, first).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -174,17 +184,7 @@ impl RefreshStore for SqliteRefreshStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        sqlx::query(
-            "INSERT INTO palisade_refresh_tokens (hash, family, issued_at, expires_at) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(successor.hash.as_slice())
-        .bind(&family)
-        .bind(now)
-        .bind(int(successor.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        insert_token(&mut tx, &family, successor).await?;
         tx.commit().await.map_err(db)?;
         Ok(Rotation::Rotated { user_id, family })
     }
