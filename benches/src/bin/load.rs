@@ -1,9 +1,11 @@
 //! The loopback load harness: bare axum, the palisade secure stack and the
-//! equivalent tower-http stack, measured alternately in one run.
+//! equivalent tower-http stack, measured alternately in one run; the secure
+//! stack is served twice, by `axum::serve` and by `palisade::serve`.
 //!
 //! ```sh
 //! cargo run --release -p palisade-bench --bin load            # ~1 minute
 //! cargo run --release -p palisade-bench --bin load -- --rounds 5 --seconds 5 --connections 64
+//! cargo run --release -p palisade-bench --bin load -- --servers   # axum::serve vs palisade::serve only
 //! ```
 //!
 //! The server runs on one thread (a current-thread tokio runtime) pinned to
@@ -16,8 +18,8 @@
 //! Stacks that log write one JSON line per request to a file through a
 //! non-blocking writer (palisade: its own format with a top-level
 //! `request_id`; tower-http: `TraceLayer` with tracing-subscriber's JSON
-//! format). Rounds alternate a, b, c so that drift of a noisy machine spreads
-//! over all three; the report gives the median over rounds. After each
+//! format). Rounds alternate a, b, b', c so that drift of a noisy machine spreads
+//! over all of them; the report gives the median over rounds. After each
 //! throughput phase, one connection sends one request at a time for a
 //! second: its p99 is the latency a stack adds without queueing (under N
 //! saturating connections every request also waits for the N - 1 ahead of
@@ -30,6 +32,12 @@
 //! body limit) and the whole stack with logging off, and reports what each
 //! adds to bare axum's server CPU per request (the median of the rounds'
 //! differences, each against the bare run of the same round).
+//!
+//! `palisade::serve` serves the same secure stack with its defaults (the
+//! connection watchdog, the connection cap, the peer address on every
+//! request); the report gives its throughput and server CPU per request as
+//! ratios against `axum::serve` (each the median of the rounds' ratios).
+//! `--servers` runs only those two.
 #![allow(clippy::expect_used)] // a benchmark harness: a failed setup aborts the run loudly
 
 use std::net::SocketAddr;
@@ -48,6 +56,9 @@ use tracing_subscriber::prelude::*;
 enum Stack {
     Bare,
     Palisade,
+    /// The same secure stack served by `palisade::serve` (its defaults:
+    /// connection watchdog, cap, peer address) instead of `axum::serve`.
+    PalisadeServe,
     TowerHttp,
     /// One part of the palisade stack alone (`--breakdown`).
     Part(Part),
@@ -56,7 +67,12 @@ enum Stack {
 }
 
 impl Stack {
-    const ALL: [Self; 3] = [Self::Bare, Self::Palisade, Self::TowerHttp];
+    const ALL: [Self; 4] = [
+        Self::Bare,
+        Self::Palisade,
+        Self::PalisadeServe,
+        Self::TowerHttp,
+    ];
 
     /// What `--breakdown` adds: every part alone, then the stack unlogged.
     fn breakdown() -> impl Iterator<Item = Self> {
@@ -70,6 +86,7 @@ impl Stack {
         match self {
             Self::Bare => "bare axum",
             Self::Palisade => "palisade stack",
+            Self::PalisadeServe => "palisade::serve",
             Self::TowerHttp => "tower-http stack",
             Self::Part(Part::Headers) => "headers only",
             Self::Part(Part::RequestId) => "request id only",
@@ -89,6 +106,7 @@ impl Stack {
             Self::Unlogged => "palisade_without_log_line",
             Self::Bare => "bare",
             Self::Palisade => "palisade",
+            Self::PalisadeServe => "palisade_serve",
             Self::TowerHttp => "towerhttp",
         }
     }
@@ -103,6 +121,8 @@ struct Options {
     pin: bool,
     /// Also serve each part of the stack alone.
     breakdown: bool,
+    /// Only the secure stack, served by `axum::serve` and by `palisade::serve`.
+    servers: bool,
 }
 
 fn options() -> Options {
@@ -113,6 +133,7 @@ fn options() -> Options {
         only: None,
         pin: true,
         breakdown: false,
+        servers: false,
     };
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(at) = args.iter().position(|a| a == "--no-pin") {
@@ -122,6 +143,10 @@ fn options() -> Options {
     if let Some(at) = args.iter().position(|a| a == "--breakdown") {
         args.remove(at);
         o.breakdown = true;
+    }
+    if let Some(at) = args.iter().position(|a| a == "--servers") {
+        args.remove(at);
+        o.servers = true;
     }
     for pair in args.chunks(2) {
         let value = pair
@@ -141,7 +166,7 @@ fn options() -> Options {
             Some("--connections") => o.connections = usize::try_from(value).unwrap_or(32),
             _ => {
                 eprintln!(
-                    "usage: load [--rounds N] [--seconds S] [--connections C] [--only bare|palisade|tower-http] [--no-pin] [--breakdown]"
+                    "usage: load [--rounds N] [--seconds S] [--connections C] [--only bare|palisade|palisade::serve|tower-http] [--no-pin] [--breakdown] [--servers]"
                 );
                 std::process::exit(64);
             }
@@ -179,7 +204,9 @@ fn serve(
         // runs every request here.
         let _subscriber = match stack {
             Stack::Bare => None,
-            Stack::Palisade | Stack::Part(_) => Some(palisade_subscriber(filter)),
+            Stack::Palisade | Stack::PalisadeServe | Stack::Part(_) => {
+                Some(palisade_subscriber(filter))
+            }
             Stack::Unlogged => Some(palisade_subscriber(
                 tracing_subscriber::filter::LevelFilter::OFF,
             )),
@@ -198,7 +225,7 @@ fn serve(
         rt.block_on(async move {
             let app: Router = match stack {
                 Stack::Bare => bare(),
-                Stack::Palisade | Stack::Unlogged => secured(),
+                Stack::Palisade | Stack::PalisadeServe | Stack::Unlogged => secured(),
                 Stack::TowerHttp => tower_http(),
                 Stack::Part(part) => part.around_routes(),
             };
@@ -212,13 +239,21 @@ fn serve(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .expect("serve");
+            if stack == Stack::PalisadeServe {
+                palisade::serve::Server::from_listener(listener)
+                    .shutdown_signal(shutdown)
+                    .serve(app)
+                    .await
+                    .expect("serve");
+            } else {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown)
+                .await
+                .expect("serve");
+            }
         });
     });
     (rx.recv().expect("server address"), handle)
@@ -333,6 +368,7 @@ fn main() {
             .into_iter()
             .chain(Stack::breakdown().filter(|_| o.breakdown))
             .filter(|s| o.only.is_none_or(|only| only == *s))
+            .filter(|s| !o.servers || matches!(s, Stack::Palisade | Stack::PalisadeServe))
         {
             let stop = Arc::new(AtomicBool::new(false));
             let (addr, server) = serve(stack, log_dir.path(), stop.clone(), o.pin);
@@ -383,15 +419,7 @@ fn main() {
 /// Prints the medians, the ratios and the final JSON line.
 #[allow(clippy::cast_precision_loss)] // microseconds are far below 2^52
 fn report(o: &Options, samples: &[(usize, Stack, Sample)], started: Instant) {
-    let stat = |stack: Stack, f: fn(&Sample) -> f64| {
-        median(
-            samples
-                .iter()
-                .filter(|(_, s, _)| *s == stack)
-                .map(|(_, _, x)| f(x))
-                .collect(),
-        )
-    };
+    let stat = |stack: Stack, f: fn(&Sample) -> f64| stat(samples, stack, f);
     let rps = |s| stat(s, |x| x.rps);
     let cpu = |s| stat(s, |x| x.server_cpu_us);
     let p50 = |s| stat(s, |x| x.p50_us as f64);
@@ -412,6 +440,7 @@ fn report(o: &Options, samples: &[(usize, Stack, Sample)], started: Instant) {
     for stack in Stack::ALL
         .into_iter()
         .chain(Stack::breakdown().filter(|_| o.breakdown))
+        .filter(|stack| samples.iter().any(|(_, s, _)| s == stack))
     {
         println!(
             "  {:<17} {:>9.0} req/s  {:>5.2} µs CPU/req  p50 {:>5.0} µs  p99 {:>5.0} µs  | 1 conn p50 {:>4.0} µs  p99 {:>4.0} µs",
@@ -429,6 +458,11 @@ fn report(o: &Options, samples: &[(usize, Stack, Sample)], started: Instant) {
         rps(Stack::Palisade),
         rps(Stack::TowerHttp),
     );
+    if o.servers {
+        let served = report_serve(samples);
+        println!("{}", serde_json::json!({ "palisade_serve": served }));
+        return;
+    }
     if o.only.is_some() {
         return;
     }
@@ -446,6 +480,7 @@ fn report(o: &Options, samples: &[(usize, Stack, Sample)], started: Instant) {
     );
     let added = single_p99(Stack::Palisade) - single_p99(Stack::Bare);
     println!("  palisade p99 added, 1 connection: {added:.0} µs");
+    let served = report_serve(samples);
     let parts = if o.breakdown {
         report_breakdown(samples)
     } else {
@@ -460,6 +495,7 @@ fn report(o: &Options, samples: &[(usize, Stack, Sample)], started: Instant) {
             "towerhttp_rps": c.round(),
             "palisade_over_bare": (b / a * 1000.0).round() / 1000.0,
             "palisade_over_towerhttp": (b / c * 1000.0).round() / 1000.0,
+            "palisade_serve": served,
             "bare_p50_us": p50(Stack::Bare),
             "bare_p99_us": p99(Stack::Bare),
             "palisade_p50_us": p50(Stack::Palisade),
@@ -481,6 +517,60 @@ fn report(o: &Options, samples: &[(usize, Stack, Sample)], started: Instant) {
             "added_cpu_us_by_part": parts,
         })
     );
+}
+
+/// The median of `f` over the rounds of `stack`.
+fn stat(samples: &[(usize, Stack, Sample)], stack: Stack, f: fn(&Sample) -> f64) -> f64 {
+    median(
+        samples
+            .iter()
+            .filter(|(_, s, _)| *s == stack)
+            .map(|(_, _, x)| f(x))
+            .collect(),
+    )
+}
+
+/// Prints how the secure stack does served by `palisade::serve` against
+/// the same stack served by `axum::serve` (target: within 5 %), and returns
+/// the same figures for the JSON line.
+#[allow(clippy::cast_precision_loss)] // microseconds are far below 2^52
+fn report_serve(samples: &[(usize, Stack, Sample)]) -> serde_json::Value {
+    let (axum, ours) = (Stack::Palisade, Stack::PalisadeServe);
+    let rps = |s| stat(samples, s, |x| x.rps);
+    let cpu = |s| stat(samples, s, |x| x.server_cpu_us);
+    let p99_1conn = |s| stat(samples, s, |x| x.single_p99_us as f64);
+    // Each round's ratio, then their median: both ran in the same round.
+    let per_round = |f: fn(&Sample) -> f64, invert: bool| {
+        median(
+            samples
+                .iter()
+                .filter(|(_, s, _)| *s == ours)
+                .filter_map(|(round, _, x)| {
+                    samples
+                        .iter()
+                        .find(|(r, s, _)| r == round && *s == axum)
+                        .map(|(_, _, y)| if invert { f(y) / f(x) } else { f(x) / f(y) })
+                })
+                .collect(),
+        )
+    };
+    let by_rps = per_round(|x| x.rps, false);
+    let by_cpu = per_round(|x| x.server_cpu_us, true);
+    let added_p99 = p99_1conn(ours) - p99_1conn(axum);
+    println!(
+        "  palisade::serve / axum::serve, same stack (median of the rounds' ratios): {by_rps:.3}x throughput, {by_cpu:.3}x by server CPU ({:.2} vs {:.2} µs), p99 1 conn {added_p99:+.0} µs",
+        cpu(ours),
+        cpu(axum)
+    );
+    serde_json::json!({
+        "rps": rps(ours).round(),
+        "over_axum_serve": (by_rps * 1000.0).round() / 1000.0,
+        "over_axum_serve_by_cpu": (by_cpu * 1000.0).round() / 1000.0,
+        "cpu_us_per_request": (cpu(ours) * 100.0).round() / 100.0,
+        "p99_us": stat(samples, ours, |x| x.p99_us as f64),
+        "p99_1conn_us": p99_1conn(ours),
+        "added_p99_1conn_us": added_p99,
+    })
 }
 
 /// Prints what each part adds to bare axum's server CPU per request and

@@ -29,9 +29,10 @@
 //! is the request deadline's business (`TimeoutLayer`, part of
 //! `SecureStack`), not the server's.
 //!
-//! The timeouts are enforced by one watchdog task per server, which looks at
-//! every connection every quarter of the shortest timeout (at most every
-//! second; the hot path of a request only writes a few atomics). A connection
+//! The timeouts are enforced by one watchdog thread per server, which looks
+//! at every connection every quarter of the shortest timeout (at most every
+//! second; the hot path of a request only writes a few atomics, and the
+//! runtime gets no timer). A connection
 //! is closed no sooner than its timeout after a phase began and at most two
 //! of those looks later: with the defaults, a head that has not arrived
 //! after 10 s is cut before 10.5 s.
@@ -50,9 +51,10 @@
 //! 1. calls the [`Server::on_shutdown`] hook (turn readiness red there),
 //! 2. stops accepting (closes the listener),
 //! 3. lets the requests in flight finish, closing each connection once its
-//!    last response is sent (HTTP/2: `GOAWAY`), and closes at once the
-//!    connections with nothing in flight, including one in the middle of
-//!    sending a request head,
+//!    last response is sent (HTTP/2: `GOAWAY`), and closes the connections
+//!    with nothing in flight: idle ones at once, one in the middle of
+//!    sending a request head after a grace of one second (or the head
+//!    timeout, if shorter),
 //! 4. at the drain deadline, cuts whatever is still open and logs a WARN with
 //!    how many connections it cut,
 //!
@@ -97,7 +99,7 @@
 //! stop.send(()).unwrap();
 //! server.await.unwrap().unwrap(); // drained: Ok(())
 //!
-//! // Unsafe settings are refused before anything is bound:
+//! // Unsafe settings are refused before anything is served:
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
 //! let err = Server::from_listener(listener).max_connections(0).serve(Router::new()).await.unwrap_err();
 //! assert_eq!(err.config().unwrap().setting(), "serve.max_connections");
@@ -179,6 +181,8 @@ pub enum ServeError {
     /// The default shutdown signal handlers (SIGTERM, SIGINT) could not be
     /// installed; nothing was served.
     Signal(io::Error),
+    /// The watchdog thread could not be started; nothing was served.
+    Watchdog(io::Error),
 }
 
 impl ServeError {
@@ -186,7 +190,7 @@ impl ServeError {
     pub fn config(&self) -> Option<&ConfigError> {
         match self {
             Self::Config(err) => Some(err),
-            Self::Bind(_) | Self::Signal(_) => None,
+            Self::Bind(_) | Self::Signal(_) | Self::Watchdog(_) => None,
         }
     }
 }
@@ -197,6 +201,7 @@ impl fmt::Display for ServeError {
             Self::Config(err) => err.fmt(f),
             Self::Bind(err) => write!(f, "cannot bind the listen address: {err}"),
             Self::Signal(err) => write!(f, "cannot install the shutdown signal handlers: {err}"),
+            Self::Watchdog(err) => write!(f, "cannot start the connection watchdog thread: {err}"),
         }
     }
 }
@@ -205,7 +210,7 @@ impl StdError for ServeError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             Self::Config(err) => Some(err),
-            Self::Bind(err) | Self::Signal(err) => Some(err),
+            Self::Bind(err) | Self::Signal(err) | Self::Watchdog(err) => Some(err),
         }
     }
 }
@@ -224,7 +229,8 @@ impl From<ConfigError> for ServeError {
 ///
 /// # Errors
 ///
-/// [`ServeError::Signal`] when the signal handlers cannot be installed.
+/// [`ServeError::Signal`] when the signal handlers cannot be installed,
+/// [`ServeError::Watchdog`] when the watchdog thread cannot be started.
 ///
 /// # Panics
 ///
@@ -506,7 +512,8 @@ impl Server {
     /// [`ServeError::Config`] for an invalid setting, [`ServeError::Bind`]
     /// when [`Server::bind`]'s address cannot be bound,
     /// [`ServeError::Signal`] when the default signal handlers cannot be
-    /// installed. Nothing is served then. Errors of single connections
+    /// installed, [`ServeError::Watchdog`] when the watchdog thread cannot be
+    /// started. Nothing is served then. Errors of single connections
     /// and of `accept` (EMFILE, ...) are logged and never end the server.
     ///
     /// # Panics
@@ -542,7 +549,7 @@ impl Server {
         let registry = Arc::new(Registry::default());
         // Dropping this future (instead of signalling) drains too.
         let _drain_on_drop = DrainOnDrop(Arc::clone(&registry));
-        tokio::spawn(watch::watchdog(Arc::clone(&registry), settings.limits()));
+        watch::start(&registry, settings.limits()).map_err(ServeError::Watchdog)?;
         accept_loop(&listener, &mut signal, &settings, &registry, &service).await;
 
         // The hook first, while the listener still accepts.

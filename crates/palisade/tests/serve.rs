@@ -1,5 +1,6 @@
 //! `palisade::serve` on real loopback sockets: each attack first, with small
 //! configured timeouts so that no test waits the production ones.
+#![cfg(all(feature = "serve", feature = "axum"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a failed step is a failed test
 
 use std::convert::Infallible;

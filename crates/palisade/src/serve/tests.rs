@@ -242,6 +242,24 @@ fn a_connection_is_woken_once_per_change_of_command() {
 }
 
 #[test]
+fn every_request_starts_with_the_peer_address_and_nothing_else() {
+    let peer = "192.0.2.7:4242".parse().unwrap();
+    let extensions = super::conn::peer_extensions(peer);
+    assert_eq!(
+        extensions.get::<palisade_core::client_ip::PeerAddr>(),
+        Some(&palisade_core::client_ip::PeerAddr(peer))
+    );
+    #[cfg(feature = "axum")]
+    {
+        let info = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        assert_eq!(info.map(|i| i.0), Some(peer));
+        assert_eq!(extensions.len(), 2);
+    }
+    #[cfg(not(feature = "axum"))]
+    assert_eq!(extensions.len(), 1);
+}
+
+#[test]
 fn only_errors_of_one_connection_are_retried_at_once() {
     use super::is_connection_error;
     for kind in [

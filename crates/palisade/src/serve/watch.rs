@@ -1,17 +1,21 @@
-//! The watchdog: one task per server that looks at every open connection a
+//! The watchdog: one thread per server that looks at every open connection a
 //! few times a second (a quarter of the shortest timeout, between 5 ms and
 //! 1 s) and tells the ones that overstay a phase to close.
 //!
 //! Connections record what they do in atomics and nothing else (see
-//! [`super::conn`]); the watchdog notes *when* it first sees a phase begin.
+//! [`super::conn`]): no clock read, and no timer in the runtime (a timer
+//! makes every park of the runtime look at the clock and the timer wheel).
+//! The watchdog notes *when* it first sees a phase begin.
 //! A deadline is therefore met within two ticks: a connection is closed no
 //! sooner than its timeout after the phase began, and at most two ticks
 //! later. The first request head is timed from the accept exactly.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -184,8 +188,8 @@ impl Watch {
         Action::Cut(reason)
     }
 
-    fn act(&self, action: Action) {
-        let peer = self.peer;
+    /// Logs `action` and tells the connection.
+    fn act(tracker: &Tracker, peer: SocketAddr, action: Action) {
         match action {
             Action::Cut(Reason::HeadTimeout) => {
                 tracing::info!(
@@ -209,7 +213,7 @@ impl Watch {
                 tracing::debug!(peer = %peer, "connection cut: it did not close in time");
             }
         }
-        self.tracker.command(match action {
+        tracker.command(match action {
             Action::Close(_) => Command::Close,
             Action::Cut(_) => Command::Cut,
         });
@@ -222,8 +226,8 @@ pub(super) struct Registry {
     connections: Mutex<HashMap<u64, Watch>>,
     /// The last connection left.
     emptied: Notify,
-    /// Look now (the drain began).
-    look: Notify,
+    /// The watchdog thread, to wake when it should look now.
+    watchdog: OnceLock<Thread>,
     draining: AtomicBool,
     /// The server is done with the registry: the watchdog ends once the
     /// last connection has.
@@ -263,7 +267,13 @@ impl Registry {
             for watch in self.lock().values() {
                 watch.tracker.command(Command::Close);
             }
-            self.look.notify_one();
+            self.look_now();
+        }
+    }
+
+    fn look_now(&self) {
+        if let Some(thread) = self.watchdog.get() {
+            thread.unpark();
         }
     }
 
@@ -280,7 +290,7 @@ impl Registry {
     pub(super) fn finish(&self) {
         self.drain();
         self.finished.store(true, Ordering::Release);
-        self.look.notify_one();
+        self.look_now();
     }
 
     pub(super) async fn wait_empty(&self) {
@@ -298,29 +308,44 @@ impl Registry {
     /// Looks at every connection once; false when the watchdog may end.
     pub(super) fn look_at_all(&self, now: Instant, limits: &Limits) -> bool {
         let draining = self.draining.load(Ordering::Acquire);
-        let mut connections = self.lock();
-        for watch in connections.values_mut() {
-            if let Some(action) = watch.check(now, limits, draining) {
-                watch.act(action);
+        // Decide under the lock, log and act after it: accepting and closing
+        // connections never wait for a log line.
+        let mut actions = Vec::new();
+        let more = {
+            let mut connections = self.lock();
+            for watch in connections.values_mut() {
+                if let Some(action) = watch.check(now, limits, draining) {
+                    actions.push((Arc::clone(&watch.tracker), watch.peer, action));
+                }
             }
+            !(connections.is_empty() && self.finished.load(Ordering::Acquire))
+        };
+        for (tracker, peer, action) in actions {
+            Watch::act(&tracker, peer, action);
         }
-        !(connections.is_empty() && self.finished.load(Ordering::Acquire))
+        more
     }
 }
 
-/// The watchdog task of one server.
-pub(super) async fn watchdog(registry: Arc<Registry>, limits: Limits) {
-    let mut ticks = tokio::time::interval(limits.tick);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = registry.look.notified() => {}
-        }
-        if !registry.look_at_all(Instant::now(), &limits) {
-            return;
-        }
-    }
+/// Starts the watchdog thread of one server. It ends once the server is
+/// done with the registry and the last connection has ended (or nothing but
+/// the watchdog holds the registry any more).
+pub(super) fn start(registry: &Arc<Registry>, limits: Limits) -> io::Result<()> {
+    let watched = Arc::clone(registry);
+    let handle = std::thread::Builder::new()
+        .name("palisade-watchdog".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::park_timeout(limits.tick);
+                let more = watched.look_at_all(Instant::now(), &limits);
+                if !more || Arc::strong_count(&watched) == 1 {
+                    return;
+                }
+            }
+        })?;
+    // Set once, right after the spawn: a drain before this only waits a tick.
+    let _ = registry.watchdog.set(handle.thread().clone());
+    Ok(())
 }
 
 /// A connection's place in the [`Registry`], left when its task ends.
