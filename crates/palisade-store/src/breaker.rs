@@ -160,12 +160,46 @@ impl Breaker {
         }
     }
 
+    /// Admits a call like [`Breaker::admit`]; a probe comes with a guard that
+    /// counts it as a failure if it is dropped unsettled (its future was
+    /// cancelled: the client went away, a deadline fired), so the breaker
+    /// never stays half-open waiting for an answer that will not come.
+    pub(crate) fn admit_guarded(&self) -> (Admit, ProbeGuard<'_>) {
+        let admit = self.admit();
+        let breaker = (admit == Admit::Probe).then_some(self);
+        (admit, ProbeGuard { breaker })
+    }
+
     #[cfg(test)]
     pub(crate) fn is_closed(&self) -> bool {
         matches!(
             *self.state.lock().unwrap_or_else(PoisonError::into_inner),
             State::Closed { .. }
         )
+    }
+}
+
+/// Settles an abandoned half-open probe as a failure (see
+/// [`Breaker::admit_guarded`]).
+#[must_use = "disarm the guard once the probe's outcome is recorded"]
+pub(crate) struct ProbeGuard<'a> {
+    breaker: Option<&'a Breaker>,
+}
+
+impl ProbeGuard<'_> {
+    /// The probe's outcome was recorded (`success` or `failure`).
+    pub(crate) fn disarm(mut self) {
+        self.breaker = None;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.breaker.take() {
+            // Back to open (with the doubled backoff): a new probe is admitted
+            // once it has passed.
+            let _ = breaker.failure();
+        }
     }
 }
 
@@ -202,6 +236,40 @@ mod tests {
         assert_eq!(b.success(), Some(Transition::Closed));
         assert!(b.is_closed());
         assert_eq!(b.admit(), Admit::Yes);
+    }
+
+    /// Issue 18: a probe whose future is dropped (at its only await point,
+    /// the store call) used to leave the breaker half-open for ever, every
+    /// later call refused with `CircuitOpen`.
+    #[test]
+    fn a_cancelled_probe_counts_as_a_failure_and_a_new_probe_follows() {
+        let (clock, shared) = ManualClock::shared();
+        let b = Breaker::new(
+            BreakerConfig::default()
+                .failure_threshold(1)
+                .open_for(Duration::from_secs(1)),
+            shared,
+        );
+        assert_eq!(b.failure(), Some(Transition::Opened));
+        for round in 0..3u32 {
+            clock.advance(Duration::from_secs(60));
+            let (admit, guard) = b.admit_guarded();
+            assert_eq!(admit, Admit::Probe, "round {round}");
+            drop(guard); // the probe's caller went away
+            assert_eq!(b.admit(), Admit::No, "open again, not stuck half-open");
+        }
+        // Recovery with a probe that completes.
+        clock.advance(Duration::from_secs(60));
+        let (admit, guard) = b.admit_guarded();
+        assert_eq!(admit, Admit::Probe);
+        assert_eq!(b.success(), Some(Transition::Closed));
+        guard.disarm();
+        assert!(b.is_closed());
+        // A guard of an ordinary (closed) call does nothing when dropped.
+        let (admit, guard) = b.admit_guarded();
+        assert_eq!(admit, Admit::Yes);
+        drop(guard);
+        assert!(b.is_closed());
     }
 
     #[test]

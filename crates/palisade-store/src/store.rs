@@ -327,11 +327,15 @@ impl Store {
         remote: &Remote,
         call: impl Future<Output = Result<T, Unavailable>>,
     ) -> Result<T, Unavailable> {
-        let admit = remote.breaker.admit();
+        // A probe dropped at the await below (cancelled) settles as a failure.
+        let (admit, probe) = remote.breaker.admit_guarded();
         if admit == Admit::No {
+            probe.disarm();
             return Err(Unavailable::CircuitOpen);
         }
-        match call.await {
+        let result = call.await;
+        probe.disarm();
+        match result {
             Ok(v) => {
                 if remote.breaker.success() == Some(Transition::Closed) {
                     self.0.metrics.open.set(0);

@@ -15,6 +15,8 @@ use palisade_store::{
     BreakerConfig, FailPolicy, GcraRequest, Key, MemoryStore, Part, Probe, Quota, RedisOptions,
     Reserve, Settle, Source, Store, StoreError, Unavailable,
 };
+use std::future::Future as _;
+
 use palisade_testkit::redis::{RedisServer, Reply};
 
 fn connect(server: &RedisServer) -> (Arc<ManualClock>, Store) {
@@ -462,8 +464,21 @@ async fn fail_policies_while_redis_is_down_and_recovery_after() {
     // The breaker probes once its open period has passed (backoff doubles on
     // each failed probe, so advance generously) and the connection manager
     // reconnects; a few probes at most.
+    // Each round, the first probe is cancelled at its await point (its
+    // client went away): it must count as a failed probe, not leave the
+    // breaker half-open for ever (issue 18).
     let mut recovered = None;
     for attempt in 0..20 {
+        clock.advance(Duration::from_secs(31));
+        let mut cancelled = Box::pin(store.gcra("rl", &req, FailPolicy::FailClosed));
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(cancelled.as_mut().poll(cx).is_ready())
+        })
+        .await;
+        drop(cancelled);
+        if polled {
+            continue; // it answered in one poll: nothing was cancelled
+        }
         clock.advance(Duration::from_secs(31));
         if let Ok(d) = store.gcra("rl", &req, FailPolicy::FailClosed).await {
             recovered = Some((attempt, d));
