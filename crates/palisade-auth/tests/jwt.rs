@@ -312,3 +312,40 @@ async fn ending_a_users_sessions_on_one_instance_holds_on_another_sharing_redis(
     };
     assert!(ttl > 900_000 && ttl <= 910_000, "{key}: {ttl}");
 }
+
+/// Issue 18: "every claim required" had no test with a correctly signed
+/// token that lacks a claim. The same claims, correctly signed, verify; with
+/// any one of them removed, they do not.
+#[test]
+fn a_correctly_signed_token_missing_any_claim_is_refused() {
+    let (_clock, jwt) = fresh();
+    let signing = key(1);
+    let full = serde_json::json!({
+        "sub": "user-1", "iat": NOW, "nbf": NOW, "exp": NOW + 900,
+        "iss": "https://id.example", "aud": "api", "jti": "j-1", "fam": "fam-1",
+    });
+    let sign = |claims: &serde_json::Value| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(signing.kid().to_owned());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(signing.bytes()),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        jwt.verify(&sign(&full)).unwrap().sub,
+        "user-1",
+        "the control verifies"
+    );
+    for claim in ["exp", "nbf", "iat", "jti", "iss", "aud", "sub", "fam"] {
+        let mut partial = full.clone();
+        partial.as_object_mut().unwrap().remove(claim);
+        assert_eq!(
+            jwt.verify(&sign(&partial)),
+            Err(JwtError::Malformed),
+            "a token without {claim} was accepted"
+        );
+    }
+}
