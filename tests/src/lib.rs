@@ -158,12 +158,30 @@ impl Backend {
     /// # Panics
     ///
     /// When it does not exit in time.
-    pub fn stop(mut self, signal: &str) -> (ExitStatus, Vec<String>) {
+    pub fn stop(self, signal: &str) -> (ExitStatus, Vec<String>) {
+        self.signal(signal);
+        self.wait_exit()
+    }
+
+    /// Sends `signal` (e.g. `TERM`) without waiting.
+    ///
+    /// # Panics
+    ///
+    /// When `kill` fails.
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());
+    }
+
+    /// Waits for the process to exit by itself (after a signal already sent).
+    ///
+    /// # Panics
+    ///
+    /// When it does not exit in time.
+    pub fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
         let status = wait(&mut self.child);
         // Let the reader thread drain stdout.
         let deadline = Instant::now() + Duration::from_secs(5);

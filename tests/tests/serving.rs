@@ -222,3 +222,49 @@ fn shutdown_with_a_half_sent_request_head_exits_zero_within_the_drain_deadline()
     assert!(logs.iter().any(|l| l.contains("\"stopped\"")), "{logs:?}");
     drop(hung);
 }
+
+/// Issue 18 item 11: a drain test needs a request in flight. An upload whose
+/// body is still arriving when SIGTERM comes is finished and answered 201,
+/// then the process exits 0.
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish_then_exits_zero() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let backend = Backend::start();
+    let creds = serde_json::json!({"email": "drain@example.com", "password": "violet quartz harbor timber"})
+        .to_string();
+    let send = |path: &str| {
+        Request::post(path)
+            .header("content-type", "application/json")
+            .body(creds.clone())
+            .send(backend.addr)
+            .unwrap()
+    };
+    assert_eq!(send("/auth/register").status, 201);
+    let login = send("/auth/login");
+    let token = login.json().unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut upload = std::net::TcpStream::connect(backend.addr).unwrap();
+    upload
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        upload,
+        "PUT /files/drain.txt HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+         content-type: text/plain\r\ncontent-length: 10\r\nconnection: close\r\n\r\nhello"
+    )
+    .unwrap();
+    // The handler is reading the body when the operator stops the service.
+    std::thread::sleep(Duration::from_millis(300));
+    backend.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    upload.write_all(b"world").unwrap();
+    let mut response = String::new();
+    let _ = upload.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let (status, logs) = backend.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(logs.iter().any(|l| l.contains("\"stopped\"")), "{logs:?}");
+}
