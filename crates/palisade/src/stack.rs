@@ -123,17 +123,7 @@ impl<A, R> SecureStack<A, R> {
     /// Puts the authenticating layer (e.g. `palisade_auth::AuthLayer`) in
     /// its slot: after the client address is resolved, before the limits.
     pub fn auth<L>(self, layer: L) -> SecureStack<L, R> {
-        SecureStack {
-            headers: self.headers,
-            cors: self.cors,
-            trusted_origins: self.trusted_origins,
-            client_ip: self.client_ip,
-            timeout: self.timeout,
-            body_limit: self.body_limit,
-            metrics: self.metrics,
-            auth: layer,
-            rate_limit: self.rate_limit,
-        }
+        self.map_slots(|_, rate_limit| (layer, rate_limit))
     }
 
     /// Puts the rate-limit layer (e.g. `palisade_ratelimit::RateLimitLayer`,
@@ -141,6 +131,13 @@ impl<A, R> SecureStack<A, R> {
     /// address and the user are known, outside CORS and the router's
     /// fallbacks, so every request counts — preflights, 404s and 405s too.
     pub fn rate_limit<L>(self, layer: L) -> SecureStack<A, L> {
+        self.map_slots(|auth, _| (auth, layer))
+    }
+
+    /// The same settings with other slot layers (the slots are type
+    /// parameters, so filling one makes a new type).
+    fn map_slots<A2, R2>(self, f: impl FnOnce(A, R) -> (A2, R2)) -> SecureStack<A2, R2> {
+        let (auth, rate_limit) = f(self.auth, self.rate_limit);
         SecureStack {
             headers: self.headers,
             cors: self.cors,
@@ -149,8 +146,8 @@ impl<A, R> SecureStack<A, R> {
             timeout: self.timeout,
             body_limit: self.body_limit,
             metrics: self.metrics,
-            auth: self.auth,
-            rate_limit: layer,
+            auth,
+            rate_limit,
         }
     }
 
