@@ -660,7 +660,10 @@ pub struct ClientIpService<S> {
     resolver: Arc<ClientIpResolver>,
 }
 
-fn peer_of(extensions: &http::Extensions) -> Option<IpAddr> {
+/// The TCP peer address of a request: its [`PeerAddr`] extension, or axum's
+/// `ConnectInfo<SocketAddr>` (feature `axum`). Not the client behind a
+/// proxy: for rules about the socket itself.
+pub fn peer_of(extensions: &http::Extensions) -> Option<IpAddr> {
     if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
         return Some(addr.ip());
     }

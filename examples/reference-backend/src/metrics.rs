@@ -10,16 +10,16 @@
 //!   metrics to them; in `prod`, never.
 //! - Without it, on the internal listener: whoever can reach that address.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Extension, Router};
 use ipnet::IpNet;
-use palisade::core::client_ip::PeerAddr;
+use palisade::core::client_ip::peer_of;
 use palisade::core::{ProblemDetails, ProblemType};
 use palisade::telemetry::Metrics;
 use palisade_config::{ExposeSecret, SecretString};
@@ -97,15 +97,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Prometheus metrics, for the clients [`MetricsEndpoint`] allows.
 async fn metrics(
     State(endpoint): State<MetricsEndpoint>,
-    peer: Option<Extension<PeerAddr>>,
-    info: Option<Extension<ConnectInfo<SocketAddr>>>,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Result<impl IntoResponse, ProblemDetails> {
     // The TCP peer, not the resolved client: the rule is about the socket.
-    let peer = peer
-        .map(|Extension(PeerAddr(addr))| addr.ip())
-        .or_else(|| info.map(|Extension(ConnectInfo(addr))| addr.ip()));
-    if !endpoint.allows(peer, &headers) {
+    let peer = peer_of(request.extensions());
+    if !endpoint.allows(peer, request.headers()) {
         return Err(ProblemDetails::new(ProblemType::FORBIDDEN)
             .with_detail("metrics are not served to this client"));
     }
