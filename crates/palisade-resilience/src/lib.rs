@@ -1,0 +1,6 @@
+//! Resilience for the calls and tasks a service depends on.
+//!
+//! A background loop started with a bare `tokio::spawn` dies on its first
+//! error and nobody notices; an outbound call without a deadline holds a
+//! request for as long as the other side likes; a batch run one item at a
+//! time overruns its schedule. This crate gives each of those one answer.
