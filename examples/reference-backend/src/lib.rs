@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod files;
+pub mod health_check;
 pub mod metrics;
 pub mod settings;
 
