@@ -1,5 +1,6 @@
-//! The reference backend against `shared/reference-api.md`: start-up, the
-//! headers of every response, problem documents, readiness, shutdown.
+//! The reference backend against its contract,
+//! `examples/reference-backend/API.md`: start-up, the headers of every
+//! response, problem documents, readiness, shutdown.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test code: a failed step is a failed test
 
 use palisade_security_tests::http::Request;

@@ -1,6 +1,7 @@
 //! The Palisade reference backend: the template of a hardened axum service.
 //!
-//! Its HTTP contract is `shared/reference-api.md`. This crate is a library
+//! Its HTTP contract — settings, endpoints, limits, logs — is `API.md` in
+//! this crate's directory. This crate is a library
 //! (the router, the settings, the server loop) plus a thin `main`, so that its
 //! pieces can be tested in-process as well as black-box.
 

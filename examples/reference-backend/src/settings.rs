@@ -1,4 +1,4 @@
-//! The backend's settings (`shared/reference-api.md`, "Starting it"), loaded
+//! The backend's settings (`API.md`, "Settings"), loaded
 //! and validated by palisade-config: `APP_*` variables, an optional TOML file
 //! (`APP_CONFIG`), `APP_*_FILE` secret files.
 //!
