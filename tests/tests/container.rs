@@ -408,6 +408,13 @@ fn check_container_settings(runtime: &Stage, f: &mut Findings) {
             if !volume {
                 f.add("writable-data-dir", format!("{dir} is not a VOLUME"));
             }
+            // With a read-only root, temporary files (SQLite's) need a home.
+            if env.get("TMPDIR") != Some(dir) {
+                f.add(
+                    "writable-data-dir",
+                    format!("TMPDIR is not the data directory {dir}"),
+                );
+            }
             let chown = runtime.last("USER").map(|u| format!("--chown={}", u.args));
             let owned = runtime.all("COPY").any(|c| {
                 chown.as_ref().is_some_and(|o| c.args.contains(o.as_str()))
@@ -832,7 +839,7 @@ fn assert_caught(rule: &str, findings: &Findings, what: &str) {
 fn the_dockerfile_checker_catches_each_mistake() {
     let good = dockerfile();
     let user = "USER 10001:10001\n# Containers";
-    let cases: [(&str, &str, &str); 17] = [
+    let cases: [(&str, &str, &str); 18] = [
         ("non-root-user", user, "USER root\n# Containers"),
         ("non-root-user", user, "USER 0:0\n# Containers"),
         ("non-root-user", user, "USER app\n# Containers"),
@@ -894,6 +901,7 @@ fn the_dockerfile_checker_catches_each_mistake() {
             "APP_LISTEN=127.0.0.1:8080",
         ),
         ("writable-data-dir", r#"VOLUME ["/data"]"#, ""),
+        ("writable-data-dir", "TMPDIR=/data", "TMPDIR=/tmp"),
     ];
     for (rule, from, to) in cases {
         let bad = mutate(&good, from, to);
