@@ -3,6 +3,7 @@
 //!
 //! - [`http`]: a raw HTTP/1.1 client that sends exactly the bytes it is given,
 //!   for malformed and hostile requests that ordinary clients refuse to build;
+//! - [`corpus`]: attack corpora (path traversal, request ids, JWT forgeries);
 //! - [`logs`]: an in-memory writer to capture and search log output;
 //! - [`redis`]: a real, throwaway `redis-server` on a unix socket, for tests of
 //!   anything that keeps its state in Redis (rate limits, lockouts, revoked
@@ -23,6 +24,7 @@
 //! redis.ping().unwrap();
 //! ```
 
+pub mod corpus;
 mod error;
 pub mod http;
 pub mod logs;
