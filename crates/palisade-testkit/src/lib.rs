@@ -3,6 +3,8 @@
 //!
 //! - [`http`]: a raw HTTP/1.1 client that sends exactly the bytes it is given,
 //!   for malformed and hostile requests that ordinary clients refuse to build;
+//! - `audit` (feature `audit`): the security checks of `palisade-audit`
+//!   as assertions, against an in-process tower service or a base URL;
 //! - [`corpus`]: attack corpora (path traversal, request ids, JWT forgeries);
 //! - [`logs`]: an in-memory writer to capture and search log output;
 //! - [`redis`]: a real, throwaway `redis-server` on a unix socket, for tests of
@@ -24,6 +26,8 @@
 //! redis.ping().unwrap();
 //! ```
 
+#[cfg(feature = "audit")]
+pub mod audit;
 pub mod corpus;
 mod error;
 pub mod http;
