@@ -35,8 +35,10 @@ pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        std::env::var_os("PALISADE_BACKEND_BIN")
-            .map_or_else(|| cargo_build("reference-backend", "reference-backend"), PathBuf::from)
+        std::env::var_os("PALISADE_BACKEND_BIN").map_or_else(
+            || cargo_build("reference-backend", "reference-backend"),
+            PathBuf::from,
+        )
     })
 }
 
@@ -49,8 +51,10 @@ pub fn binary() -> &'static Path {
 pub fn audit_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        std::env::var_os("PALISADE_AUDIT_BIN")
-            .map_or_else(|| cargo_build("palisade-testkit", "palisade-audit"), PathBuf::from)
+        std::env::var_os("PALISADE_AUDIT_BIN").map_or_else(
+            || cargo_build("palisade-testkit", "palisade-audit"),
+            PathBuf::from,
+        )
     })
 }
 
@@ -61,7 +65,15 @@ fn cargo_build(package: &str, bin: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
         .current_dir(workspace)
-        .args(["build", "--quiet", "-p", package, "--bin", bin, "--message-format=json"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--message-format=json",
+        ])
         .stderr(Stdio::inherit())
         .output()
         .expect("cargo runs");

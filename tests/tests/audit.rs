@@ -1,7 +1,12 @@
 //! `palisade-audit`, the built binary, against the reference backend (every
 //! check, login and files included: exit 0) and against a bare axum
 //! hello-world (exit 1, each missing protection named).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a failed step is a failed test
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // test code: a failed step is a failed test
 
 use std::net::SocketAddr;
 use std::process::{Command, Output};
@@ -47,14 +52,29 @@ fn the_reference_backend_passes_every_check() {
         key.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for check in Check::ALL {
         let line = row(&stdout, check.name());
         assert!(line.contains(" pass "), "{line}");
     }
-    assert!(stdout.contains("16 passed, 0 failed, 0 skipped"), "{stdout}");
+    assert!(
+        stdout.contains("16 passed, 0 failed, 0 skipped"),
+        "{stdout}"
+    );
     // Nothing the audit did broke the service.
-    assert!(backend.logs().iter().all(|l| !l.contains("\"level\":\"ERROR\"")), "{:?}", backend.logs());
+    assert!(
+        backend
+            .logs()
+            .iter()
+            .all(|l| !l.contains("\"level\":\"ERROR\"")),
+        "{:?}",
+        backend.logs()
+    );
 }
 
 /// A bare axum hello-world on 127.0.0.1:0, served on its own thread.
@@ -63,7 +83,10 @@ fn hello_world() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -81,7 +104,13 @@ fn a_bare_axum_service_fails_with_each_missing_protection_named() {
     let out = audit(&[&url, "--skip", "slowloris"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    for check in ["security-headers", "request-id", "rate-limit", "body-limit", "problem-json"] {
+    for check in [
+        "security-headers",
+        "request-id",
+        "rate-limit",
+        "body-limit",
+        "problem-json",
+    ] {
         assert!(row(&stdout, check).contains("FAIL"), "{check}:\n{stdout}");
     }
     // The findings name what is missing, and say how to fix it.
@@ -103,7 +132,12 @@ fn a_bare_axum_service_fails_with_each_missing_protection_named() {
     assert_eq!(json["checks"][0]["check"], "no-banner");
     assert_eq!(json["checks"][0]["status"], "pass");
     assert_eq!(json["checks"][1]["status"], "fail");
-    assert!(json["checks"][1]["findings"][0]["fix"].as_str().unwrap().contains("X-Request-Id"));
+    assert!(
+        json["checks"][1]["findings"][0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("X-Request-Id")
+    );
 }
 
 #[test]
@@ -117,6 +151,11 @@ fn usage_errors_exit_2_without_sending_anything() {
         &[],
     ] {
         let out = audit(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -2,7 +2,12 @@
 //! (it must fail, naming the problem) and against the same service with the
 //! protection in place (it must pass): a check that cannot fail, or cannot
 //! pass, proves nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)] // test code
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)] // test code
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,7 +29,11 @@ async fn run(audit: Audit, check: Check) -> CheckResult {
 }
 
 fn assert_fails(result: &CheckResult, needle: &str) {
-    assert!(result.is_fail(), "expected {} to fail:\n{result}", result.check);
+    assert!(
+        result.is_fail(),
+        "expected {} to fail:\n{result}",
+        result.check
+    );
     let text = result.to_string();
     assert!(text.contains(needle), "`{needle}` not in:\n{text}");
     for part in ["sent:", "received:", "expected:", "fix:"] {
@@ -37,11 +46,26 @@ async fn a_bare_service_fails_headers_request_id_problems_and_limits() {
     let app = Router::new().route("/", get(|| async { "hello" }));
     let report = Audit::new(Target::service(app)).flood(100).run().await;
     let failed = report.failed();
-    for check in ["security-headers", "headers-on-errors", "request-id", "problem-json", "body-limit", "rate-limit"] {
-        assert!(failed.contains(&check), "{check} should fail: {}", report.table());
+    for check in [
+        "security-headers",
+        "headers-on-errors",
+        "request-id",
+        "problem-json",
+        "body-limit",
+        "rate-limit",
+    ] {
+        assert!(
+            failed.contains(&check),
+            "{check} should fail: {}",
+            report.table()
+        );
     }
     for check in ["no-banner", "cors", "unsafe-methods", "oversized-headers"] {
-        assert!(!failed.contains(&check), "{check} should pass: {}", report.table());
+        assert!(
+            !failed.contains(&check),
+            "{check} should pass: {}",
+            report.table()
+        );
     }
     // Options not given: skipped, and the report says which option.
     let files = report.result(Check::FileTraversal).unwrap();
@@ -60,13 +84,24 @@ async fn header_and_request_id_checks_pass_once_the_service_sets_them() {
             let id = headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+                .filter(|v| {
+                    !v.is_empty()
+                        && v.len() <= 128
+                        && v.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                })
                 .unwrap_or("fresh-id")
                 .to_owned();
             (
                 [
-                    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
-                    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+                    (
+                        "content-security-policy",
+                        "default-src 'none'; frame-ancestors 'none'",
+                    ),
+                    (
+                        "strict-transport-security",
+                        "max-age=63072000; includeSubDomains",
+                    ),
                     ("x-content-type-options", "nosniff"),
                     ("x-frame-options", "DENY"),
                     ("referrer-policy", "no-referrer"),
@@ -78,29 +113,53 @@ async fn header_and_request_id_checks_pass_once_the_service_sets_them() {
         }),
     );
     let audit = Audit::new(Target::service(app.clone()));
-    run(audit.clone(), Check::SecurityHeaders).await.assert_passed();
+    run(audit.clone(), Check::SecurityHeaders)
+        .await
+        .assert_passed();
     run(audit, Check::RequestId).await.assert_passed();
 
     // One header weakened at a time: each is named.
     for (name, value, needle) in [
-        ("content-security-policy", "default-src 'self'; script-src 'self' 'unsafe-inline'", "unsafe-inline"),
-        ("strict-transport-security", "max-age=86400", "max-age >= 31536000"),
+        (
+            "content-security-policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'",
+            "unsafe-inline",
+        ),
+        (
+            "strict-transport-security",
+            "max-age=86400",
+            "max-age >= 31536000",
+        ),
     ] {
-        let weak = app.clone().layer(axum::middleware::map_response(move |mut res: Response| async move {
-            res.headers_mut().insert(name, value.parse().unwrap());
-            res
-        }));
-        assert_fails(&run(Audit::new(Target::service(weak)), Check::SecurityHeaders).await, needle);
+        let weak = app.clone().layer(axum::middleware::map_response(
+            move |mut res: Response| async move {
+                res.headers_mut().insert(name, value.parse().unwrap());
+                res
+            },
+        ));
+        assert_fails(
+            &run(Audit::new(Target::service(weak)), Check::SecurityHeaders).await,
+            needle,
+        );
     }
     // An id echoed whatever it is.
     let echo = Router::new().route(
         "/",
         get(|headers: HeaderMap| async move {
-            let id = headers.get("x-request-id").cloned().unwrap_or_else(|| "fresh".parse().unwrap());
-            ([(header::HeaderName::from_static("x-request-id"), id)], "hello")
+            let id = headers
+                .get("x-request-id")
+                .cloned()
+                .unwrap_or_else(|| "fresh".parse().unwrap());
+            (
+                [(header::HeaderName::from_static("x-request-id"), id)],
+                "hello",
+            )
         }),
     );
-    assert_fails(&run(Audit::new(Target::service(echo)), Check::RequestId).await, "replaced by a fresh one");
+    assert_fails(
+        &run(Audit::new(Target::service(echo)), Check::RequestId).await,
+        "replaced by a fresh one",
+    );
 }
 
 // ---- login ---------------------------------------------------------------
@@ -130,63 +189,106 @@ fn login_service(p: Protections) -> Router {
     Router::new()
         .route(
             "/auth/login",
-            post(move |State(c): State<Arc<Mutex<Counters>>>, body: Bytes| async move {
-                let body: Value = serde_json::from_slice(&body).unwrap_or_default();
-                let (user, password) = (body["email"].as_str().unwrap_or(""), body["password"].as_str().unwrap_or(""));
-                let mut c = c.lock().unwrap();
-                c.attempts += 1;
-                let limited = [(header::RETRY_AFTER, "60")];
-                if p.per_client.is_some_and(|max| c.attempts > max) {
-                    return (StatusCode::TOO_MANY_REQUESTS, limited, "slow down").into_response();
-                }
-                let failures = c.failures.get(user).copied().unwrap_or(0);
-                if p.lockout.is_some_and(|max| failures >= max) {
-                    return (StatusCode::TOO_MANY_REQUESTS, limited, "locked").into_response();
-                }
-                if user == USER && password == PASSWORD {
-                    c.failures.remove(user);
-                    return axum::Json(json!({"access_token": "t"})).into_response();
-                }
-                *c.failures.entry(user.to_owned()).or_default() += 1;
-                if user != USER && !p.uniform {
-                    return (StatusCode::NOT_FOUND, "no such user").into_response();
-                }
-                (StatusCode::UNAUTHORIZED, "invalid credentials").into_response()
-            }),
+            post(
+                move |State(c): State<Arc<Mutex<Counters>>>, body: Bytes| async move {
+                    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let (user, password) = (
+                        body["email"].as_str().unwrap_or(""),
+                        body["password"].as_str().unwrap_or(""),
+                    );
+                    let mut c = c.lock().unwrap();
+                    c.attempts += 1;
+                    let limited = [(header::RETRY_AFTER, "60")];
+                    if p.per_client.is_some_and(|max| c.attempts > max) {
+                        return (StatusCode::TOO_MANY_REQUESTS, limited, "slow down")
+                            .into_response();
+                    }
+                    let failures = c.failures.get(user).copied().unwrap_or(0);
+                    if p.lockout.is_some_and(|max| failures >= max) {
+                        return (StatusCode::TOO_MANY_REQUESTS, limited, "locked").into_response();
+                    }
+                    if user == USER && password == PASSWORD {
+                        c.failures.remove(user);
+                        return axum::Json(json!({"access_token": "t"})).into_response();
+                    }
+                    *c.failures.entry(user.to_owned()).or_default() += 1;
+                    if user != USER && !p.uniform {
+                        return (StatusCode::NOT_FOUND, "no such user").into_response();
+                    }
+                    (StatusCode::UNAUTHORIZED, "invalid credentials").into_response()
+                },
+            ),
         )
         .with_state(counters)
 }
 
 fn login_audit(p: Protections) -> Audit {
-    Audit::new(Target::service(login_service(p)))
-        .login(Login::new("/auth/login", r#"{"email":"{user}","password":"{password}"}"#).account(USER, PASSWORD))
+    Audit::new(Target::service(login_service(p))).login(
+        Login::new(
+            "/auth/login",
+            r#"{"email":"{user}","password":"{password}"}"#,
+        )
+        .account(USER, PASSWORD),
+    )
 }
 
-const SAFE: Protections = Protections { per_client: Some(5), lockout: Some(5), uniform: true };
+const SAFE: Protections = Protections {
+    per_client: Some(5),
+    lockout: Some(5),
+    uniform: true,
+};
 
 #[tokio::test]
 async fn the_login_limit_check_catches_a_service_without_one() {
-    run(login_audit(SAFE), Check::LoginRateLimit).await.assert_passed();
-    let off = Protections { per_client: None, ..SAFE };
-    assert_fails(&run(login_audit(off), Check::LoginRateLimit).await, "no 429");
+    run(login_audit(SAFE), Check::LoginRateLimit)
+        .await
+        .assert_passed();
+    let off = Protections {
+        per_client: None,
+        ..SAFE
+    };
+    assert_fails(
+        &run(login_audit(off), Check::LoginRateLimit).await,
+        "no 429",
+    );
 }
 
 #[tokio::test]
 async fn the_lockout_check_catches_a_service_without_one() {
     // A per-client limit above the threshold, so only the lockout can refuse.
-    let safe = Protections { per_client: Some(100), ..SAFE };
+    let safe = Protections {
+        per_client: Some(100),
+        ..SAFE
+    };
     let result = run(login_audit(safe), Check::LoginLockout).await;
     result.assert_passed();
-    assert!(!result.notes.iter().any(|n| n.contains("cannot tell")), "{result}");
-    let off = Protections { lockout: None, ..safe };
-    assert_fails(&run(login_audit(off), Check::LoginLockout).await, "correct password refused");
+    assert!(
+        !result.notes.iter().any(|n| n.contains("cannot tell")),
+        "{result}"
+    );
+    let off = Protections {
+        lockout: None,
+        ..safe
+    };
+    assert_fails(
+        &run(login_audit(off), Check::LoginLockout).await,
+        "correct password refused",
+    );
 }
 
 #[tokio::test]
 async fn the_enumeration_check_catches_a_service_that_names_unknown_accounts() {
-    run(login_audit(SAFE), Check::LoginEnumeration).await.assert_passed();
-    let leaky = Protections { uniform: false, ..SAFE };
-    assert_fails(&run(login_audit(leaky), Check::LoginEnumeration).await, "no such user");
+    run(login_audit(SAFE), Check::LoginEnumeration)
+        .await
+        .assert_passed();
+    let leaky = Protections {
+        uniform: false,
+        ..SAFE
+    };
+    assert_fails(
+        &run(login_audit(leaky), Check::LoginEnumeration).await,
+        "no such user",
+    );
 }
 
 // ---- files ---------------------------------------------------------------
@@ -197,7 +299,10 @@ fn file_service(root: PathBuf, strict: bool) -> Router {
     let resolve = move |path: &str| -> Result<PathBuf, StatusCode> {
         if strict {
             let plain = path.split('/').all(|c| {
-                !c.is_empty() && c != "." && c != ".." && !c.contains(['\\', ':', '\0', '%', ';'])
+                !c.is_empty()
+                    && c != "."
+                    && c != ".."
+                    && !c.contains(['\\', ':', '\0', '%', ';'])
                     && !c.chars().any(|ch| !ch.is_ascii() || ch.is_ascii_control())
             });
             if !plain {
@@ -232,14 +337,21 @@ async fn the_traversal_check_catches_a_path_join_without_rules() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("deep").join("root");
     std::fs::create_dir_all(&root).unwrap();
-    let audit = |strict| Audit::new(Target::service(file_service(root.clone(), strict))).files("/files").token("unused");
+    let audit = |strict| {
+        Audit::new(Target::service(file_service(root.clone(), strict)))
+            .files("/files")
+            .token("unused")
+    };
 
     run(audit(true), Check::FileTraversal).await.assert_passed();
     let result = run(audit(false), Check::FileTraversal).await;
     assert_fails(&result, "outside the root");
     assert!(result.to_string().contains("/etc/passwd"), "{result}");
     // The canary written outside the root was removed again.
-    let litter: Vec<_> = std::fs::read_dir(dir.path().join("deep")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let litter: Vec<_> = std::fs::read_dir(dir.path().join("deep"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(litter, ["root"]);
 }
 
@@ -256,15 +368,30 @@ enum Verifier {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn verify(token: &str, how: Verifier) -> bool {
-    let Ok((header, claims, _)) = decode(token) else { return false };
-    if matches!(how, Verifier::AcceptsNone) && header["alg"].as_str().is_some_and(|a| a.eq_ignore_ascii_case("none")) {
+    let Ok((header, claims, _)) = decode(token) else {
+        return false;
+    };
+    if matches!(how, Verifier::AcceptsNone)
+        && header["alg"]
+            .as_str()
+            .is_some_and(|a| a.eq_ignore_ascii_case("none"))
+    {
         return true;
     }
-    if header["alg"] != "HS256" || header.as_object().unwrap().keys().any(|k| !["alg", "typ"].contains(&k.as_str())) {
+    if header["alg"] != "HS256"
+        || header
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| !["alg", "typ"].contains(&k.as_str()))
+    {
         return false;
     }
     // Re-sign the decoded parts: the JSON is re-serialised the same way by
@@ -274,7 +401,8 @@ fn verify(token: &str, how: Verifier) -> bool {
     }
     let t = now();
     matches!(how, Verifier::IgnoresExpiry)
-        || (claims["exp"].as_u64().is_some_and(|e| t < e) && claims["nbf"].as_u64().is_some_and(|n| n <= t))
+        || (claims["exp"].as_u64().is_some_and(|e| t < e)
+            && claims["nbf"].as_u64().is_some_and(|n| n <= t))
 }
 
 fn jwt_service(how: Verifier) -> Router {
@@ -286,24 +414,41 @@ fn jwt_service(how: Verifier) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
-            if verify(token, how) { (StatusCode::OK, "me") } else { (StatusCode::UNAUTHORIZED, "no") }
+            if verify(token, how) {
+                (StatusCode::OK, "me")
+            } else {
+                (StatusCode::UNAUTHORIZED, "no")
+            }
         }),
     )
 }
 
 fn valid_token() -> String {
     let t = now();
-    sign_hs(&json!({"alg": "HS256", "typ": "JWT"}), &json!({"sub": "u1", "iat": t, "nbf": t, "exp": t + 900}), KEY).unwrap()
+    sign_hs(
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &json!({"sub": "u1", "iat": t, "nbf": t, "exp": t + 900}),
+        KEY,
+    )
+    .unwrap()
 }
 
 fn jwt_audit(how: Verifier) -> Audit {
-    Audit::new(Target::service(jwt_service(how))).protected("/me").token(&valid_token()).jwt_secret(KEY)
+    Audit::new(Target::service(jwt_service(how)))
+        .protected("/me")
+        .token(&valid_token())
+        .jwt_secret(KEY)
 }
 
 #[tokio::test]
 async fn the_jwt_check_catches_a_verifier_accepting_none_or_ignoring_expiry() {
-    run(jwt_audit(Verifier::Strict), Check::JwtForgeries).await.assert_passed();
-    assert_fails(&run(jwt_audit(Verifier::AcceptsNone), Check::JwtForgeries).await, "alg-none");
+    run(jwt_audit(Verifier::Strict), Check::JwtForgeries)
+        .await
+        .assert_passed();
+    assert_fails(
+        &run(jwt_audit(Verifier::AcceptsNone), Check::JwtForgeries).await,
+        "alg-none",
+    );
     let result = run(jwt_audit(Verifier::IgnoresExpiry), Check::JwtForgeries).await;
     assert_fails(&result, "expired");
     assert!(result.to_string().contains("future-nbf"), "{result}");

@@ -1,12 +1,13 @@
 //! The checks, written once over [`Target`].
 
+use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use futures_util::StreamExt as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt as _;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
@@ -24,7 +25,13 @@ struct Log {
 }
 
 impl Log {
-    fn fail(&mut self, sent: impl Into<String>, received: impl Into<String>, expected: &str, fix: &str) {
+    fn fail(
+        &mut self,
+        sent: impl Into<String>,
+        received: impl Into<String>,
+        expected: &str,
+        fix: &str,
+    ) {
         self.findings.push(Finding {
             sent: sent.into(),
             received: received.into(),
@@ -56,7 +63,13 @@ fn random_tag() -> String {
     URL_SAFE_NO_PAD
         .encode(bytes)
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { 'x' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                'x'
+            }
+        })
         .collect()
 }
 
@@ -90,7 +103,11 @@ fn clip(text: &str, max: usize) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     if cleaned.chars().count() > max {
-        format!("{}… ({} bytes)", cleaned.chars().take(max).collect::<String>(), text.len())
+        format!(
+            "{}… ({} bytes)",
+            cleaned.chars().take(max).collect::<String>(),
+            text.len()
+        )
     } else {
         cleaned
     }
@@ -105,14 +122,16 @@ fn show_req(req: &Request) -> String {
         let value = match lower.as_str() {
             "authorization" => value
                 .split_once(' ')
-                .map_or("[redacted]".to_owned(), |(scheme, _)| format!("{scheme} [redacted]")),
+                .map_or("[redacted]".to_owned(), |(scheme, _)| {
+                    format!("{scheme} [redacted]")
+                }),
             "cookie" => "[redacted]".to_owned(),
             _ => clip(value, 60),
         };
-        out.push_str(&format!(" | {name}: {value}"));
+        let _ = write!(out, " | {name}: {value}");
     }
     if !req.body_bytes().is_empty() {
-        out.push_str(&format!(" | body: {} bytes", req.body_bytes().len()));
+        let _ = write!(out, " | body: {} bytes", req.body_bytes().len());
     }
     out
 }
@@ -121,11 +140,11 @@ fn show_res(res: &Response, headers: &[&str]) -> String {
     let mut out = res.status.to_string();
     for name in ["content-type"].iter().chain(headers) {
         if let Some(v) = res.header(name) {
-            out.push_str(&format!(" | {name}: {}", clip(v, 100)));
+            let _ = write!(out, " | {name}: {}", clip(v, 100));
         }
     }
     if !res.body.is_empty() {
-        out.push_str(&format!(" | body: {}", clip(&res.text(), SNIPPET)));
+        let _ = write!(out, " | body: {}", clip(&res.text(), SNIPPET));
     }
     out
 }
@@ -139,6 +158,10 @@ fn retry_after(res: &Response) -> Option<&str> {
 }
 
 const CANARY_PREFIX: &str = "palisade-audit canary ";
+
+const TRAVERSAL_FIX: &str = "decode the path once, refuse `..`, separators, drive/UNC forms, NUL \
+                             and device names with 400, and open files beneath the root only \
+                             (palisade-fs's SafeRoot)";
 
 impl<'a> Ctx<'a> {
     pub(super) fn new(audit: &'a Audit) -> Self {
@@ -175,7 +198,11 @@ impl<'a> Ctx<'a> {
         }
         CheckResult {
             check,
-            outcome: if log.findings.is_empty() { Outcome::Pass } else { Outcome::Fail },
+            outcome: if log.findings.is_empty() {
+                Outcome::Pass
+            } else {
+                Outcome::Fail
+            },
             findings: log.findings,
             notes: log.notes,
         }
@@ -215,7 +242,12 @@ impl<'a> Ctx<'a> {
         match self.send(req).await {
             Ok(res) => Some(res),
             Err(e) => {
-                log.fail(show_req(req), e, expected, "the service must answer every well-formed request");
+                log.fail(
+                    show_req(req),
+                    e,
+                    expected,
+                    "the service must answer every well-formed request",
+                );
                 None
             }
         }
@@ -229,12 +261,22 @@ impl<'a> Ctx<'a> {
 
     async fn security_headers(&mut self, log: &mut Log) {
         let req = self.req("GET", "/");
-        let Some(res) = self.exchange(log, &req, "an answer with security headers").await else {
+        let Some(res) = self
+            .exchange(log, &req, "an answer with security headers")
+            .await
+        else {
             return;
         };
         let shown = show_res(
             &res,
-            &["content-security-policy", "strict-transport-security", "x-content-type-options", "x-frame-options", "referrer-policy", "cache-control"],
+            &[
+                "content-security-policy",
+                "strict-transport-security",
+                "x-content-type-options",
+                "x-frame-options",
+                "referrer-policy",
+                "cache-control",
+            ],
         );
         for (problem, fix) in header_problems(&res, self.audit.profile) {
             log.fail(show_req(&req), shown.clone(), &problem, fix);
@@ -247,7 +289,13 @@ impl<'a> Ctx<'a> {
             let Some(res) = self.exchange(log, &req, "an answer without a banner").await else {
                 continue;
             };
-            for name in ["server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-runtime"] {
+            for name in [
+                "server",
+                "x-powered-by",
+                "x-aspnet-version",
+                "x-aspnetmvc-version",
+                "x-runtime",
+            ] {
                 if let Some(v) = res.header(name) {
                     log.fail(
                         show_req(&req),
@@ -261,19 +309,32 @@ impl<'a> Ctx<'a> {
     }
 
     async fn headers_on_errors(&mut self, log: &mut Log) {
-        let probes = [self.req("GET", &self.missing_path()), self.req("PATCH", "/")];
+        let probes = [
+            self.req("GET", &self.missing_path()),
+            self.req("PATCH", "/"),
+        ];
         let mut errors = 0;
         for req in probes {
-            let Some(res) = self.exchange(log, &req, "an error answer with nosniff and a CSP").await else {
+            let Some(res) = self
+                .exchange(log, &req, "an error answer with nosniff and a CSP")
+                .await
+            else {
                 continue;
             };
             if res.status < 400 {
-                log.note(format!("{} answered {}, not an error", show_req(&req), res.status));
+                log.note(format!(
+                    "{} answered {}, not an error",
+                    show_req(&req),
+                    res.status
+                ));
                 continue;
             }
             errors += 1;
             let shown = show_res(&res, &["x-content-type-options", "content-security-policy"]);
-            if !res.header("x-content-type-options").is_some_and(|v| v.eq_ignore_ascii_case("nosniff")) {
+            if !res
+                .header("x-content-type-options")
+                .is_some_and(|v| v.eq_ignore_ascii_case("nosniff"))
+            {
                 log.fail(
                     show_req(&req),
                     shown.clone(),
@@ -305,14 +366,24 @@ impl<'a> Ctx<'a> {
         let req = self.req("GET", "/");
         if let Some(res) = self.exchange(log, &req, "an X-Request-Id").await {
             match res.header("x-request-id") {
-                Some(id) if !id.is_empty() => log.note(format!("without an incoming id the service answered id `{}`", clip(id, 60))),
-                _ => log.fail(show_req(&req), show_res(&res, &["x-request-id"]), "a generated X-Request-Id on the answer", fix_missing),
+                Some(id) if !id.is_empty() => log.note(format!(
+                    "without an incoming id the service answered id `{}`",
+                    clip(id, 60)
+                )),
+                _ => log.fail(
+                    show_req(&req),
+                    show_res(&res, &["x-request-id"]),
+                    "a generated X-Request-Id on the answer",
+                    fix_missing,
+                ),
             }
         }
         let valid = format!("palisade-audit.{}_1-2", self.tag);
         let req = self.req("GET", "/").header("x-request-id", &valid);
-        if let Some(res) = self.exchange(log, &req, "the id echoed").await {
-            if res.header("x-request-id") != Some(valid.as_str()) {
+        if let Some(res) = self.exchange(log, &req, "the id echoed").await
+            && res.header("x-request-id") != Some(valid.as_str())
+        {
+            {
                 log.fail(
                     show_req(&req),
                     show_res(&res, &["x-request-id"]),
@@ -326,7 +397,12 @@ impl<'a> Ctx<'a> {
             match self.send(&req).await {
                 Ok(res) => self.judge_replaced(log, &req, &res, &bad),
                 Err(e) if e.contains("in process") => log.note(format!("{}: {e}", show_req(&req))),
-                Err(e) => log.fail(show_req(&req), e, "an answer with a fresh id", "the service must answer"),
+                Err(e) => log.fail(
+                    show_req(&req),
+                    e,
+                    "an answer with a fresh id",
+                    "the service must answer",
+                ),
             }
         }
         // A bare CR inside the value, on the wire only (no client library
@@ -341,8 +417,12 @@ impl<'a> Ctx<'a> {
                 Ok(Ok(res)) if res.status == 400 && res.header("x-request-id").is_none() => {
                     log.note("a bare CR in the id: refused with 400");
                 }
-                Ok(Ok(res)) => self.judge_replaced(log, &Request::get(&sent), &res, "audit\rx-injected: 1"),
-                Ok(Err(_)) | Err(_) => log.note("a bare CR in the id: the server closed the connection (safe)"),
+                Ok(Ok(res)) => {
+                    self.judge_replaced(log, &Request::get(&sent), &res, "audit\rx-injected: 1");
+                }
+                Ok(Err(_)) | Err(_) => {
+                    log.note("a bare CR in the id: the server closed the connection (safe)");
+                }
             }
         }
     }
@@ -353,21 +433,37 @@ impl<'a> Ctx<'a> {
                    others with a generated one: an echoed id carries attacker text into logs and \
                    answers";
         if res.status >= 500 {
-            log.fail(show_req(req), show_res(res, &["x-request-id"]), "a normal answer with a fresh id, never a 5xx", fix);
+            log.fail(
+                show_req(req),
+                show_res(res, &["x-request-id"]),
+                "a normal answer with a fresh id, never a 5xx",
+                fix,
+            );
             return;
         }
         if res.header("x-injected").is_some() {
-            log.fail(show_req(req), show_res(res, &["x-injected"]), "no injected header in the answer", fix);
+            log.fail(
+                show_req(req),
+                show_res(res, &["x-injected"]),
+                "no injected header in the answer",
+                fix,
+            );
         }
         match res.header("x-request-id") {
-            Some(id) if id == bad || (id.contains(bad.trim()) && !bad.trim().is_empty()) => log.fail(
+            Some(id) if id == bad || (id.contains(bad.trim()) && !bad.trim().is_empty()) => log
+                .fail(
+                    show_req(req),
+                    show_res(res, &["x-request-id"]),
+                    "the invalid id replaced by a fresh one",
+                    fix,
+                ),
+            Some(id) if !id.is_empty() => {}
+            _ => log.fail(
                 show_req(req),
                 show_res(res, &["x-request-id"]),
-                "the invalid id replaced by a fresh one",
+                "a fresh X-Request-Id",
                 fix,
             ),
-            Some(id) if !id.is_empty() => {}
-            _ => log.fail(show_req(req), show_res(res, &["x-request-id"]), "a fresh X-Request-Id", fix),
         }
     }
 
@@ -376,7 +472,10 @@ impl<'a> Ctx<'a> {
     async fn problem_json(&mut self, log: &mut Log) {
         let mut probes = vec![
             self.req("GET", &self.missing_path()),
-            self.req("GET", &format!("{}/%2e%2e%2f%2e%2e%2fetc%2fpasswd", self.missing_path())),
+            self.req(
+                "GET",
+                &format!("{}/%2e%2e%2f%2e%2e%2fetc%2fpasswd", self.missing_path()),
+            ),
             self.req("PATCH", "/"),
         ];
         if let Some(login) = &self.audit.login {
@@ -387,13 +486,22 @@ impl<'a> Ctx<'a> {
             );
         }
         for req in probes {
-            let Some(res) = self.exchange(log, &req, "a problem+json error").await else { continue };
+            let Some(res) = self.exchange(log, &req, "a problem+json error").await else {
+                continue;
+            };
             if res.status < 400 {
-                log.note(format!("{} answered {}, not an error", show_req(&req), res.status));
+                log.note(format!(
+                    "{} answered {}, not an error",
+                    show_req(&req),
+                    res.status
+                ));
                 continue;
             }
             let ct = res.header("content-type").unwrap_or_default();
-            if !ct.to_ascii_lowercase().starts_with("application/problem+json") {
+            if !ct
+                .to_ascii_lowercase()
+                .starts_with("application/problem+json")
+            {
                 log.fail(
                     show_req(&req),
                     show_res(&res, &[]),
@@ -401,7 +509,12 @@ impl<'a> Ctx<'a> {
                     "answer every error, 404 and 405 included, with one problem type \
                      (palisade-core's ProblemDetails; SecureStack's fallback turns bare 404/405 into problems)",
                 );
-            } else if res.json().ok().and_then(|v| v.get("status").and_then(Value::as_u64)) != Some(u64::from(res.status)) {
+            } else if res
+                .json()
+                .ok()
+                .and_then(|v| v.get("status").and_then(Value::as_u64))
+                != Some(u64::from(res.status))
+            {
                 log.fail(
                     show_req(&req),
                     show_res(&res, &[]),
@@ -435,22 +548,61 @@ impl<'a> Ctx<'a> {
                 .header("access-control-request-headers", "authorization"),
         ];
         for req in probes {
-            let Some(res) = self.exchange(log, &req, "no CORS permission for a foreign origin").await else { continue };
-            let sent_origin = req.headers().iter().find(|(n, _)| n == "origin").map(|(_, v)| v.clone()).unwrap_or_default();
-            let shown = show_res(&res, &["access-control-allow-origin", "access-control-allow-credentials", "access-control-allow-methods"]);
+            let Some(res) = self
+                .exchange(log, &req, "no CORS permission for a foreign origin")
+                .await
+            else {
+                continue;
+            };
+            let sent_origin = req
+                .headers()
+                .iter()
+                .find(|(n, _)| n == "origin")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let shown = show_res(
+                &res,
+                &[
+                    "access-control-allow-origin",
+                    "access-control-allow-credentials",
+                    "access-control-allow-methods",
+                ],
+            );
             let acao = res.header("access-control-allow-origin");
-            let creds = res.header("access-control-allow-credentials").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let creds = res
+                .header("access-control-allow-credentials")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
             if res.status >= 500 {
-                log.fail(show_req(&req), shown.clone(), "a 4xx or an answer without CORS headers, never a 5xx", fix);
+                log.fail(
+                    show_req(&req),
+                    shown.clone(),
+                    "a 4xx or an answer without CORS headers, never a 5xx",
+                    fix,
+                );
             }
             if acao == Some(sent_origin.as_str()) {
-                log.fail(show_req(&req), shown.clone(), &format!("`{sent_origin}` not allowed (not in Access-Control-Allow-Origin)"), fix);
+                log.fail(
+                    show_req(&req),
+                    shown.clone(),
+                    &format!("`{sent_origin}` not allowed (not in Access-Control-Allow-Origin)"),
+                    fix,
+                );
             }
             if acao == Some("*") && creds {
-                log.fail(show_req(&req), shown.clone(), "never `Access-Control-Allow-Origin: *` with credentials", fix);
+                log.fail(
+                    show_req(&req),
+                    shown.clone(),
+                    "never `Access-Control-Allow-Origin: *` with credentials",
+                    fix,
+                );
             }
             if req.method() == "OPTIONS" && acao == Some("*") {
-                log.fail(show_req(&req), shown, "a preflight from a foreign origin refused (no `*` permission)", fix);
+                log.fail(
+                    show_req(&req),
+                    shown,
+                    "a preflight from a foreign origin refused (no `*` permission)",
+                    fix,
+                );
             }
         }
     }
@@ -509,21 +661,27 @@ impl<'a> Ctx<'a> {
             );
             match req {
                 Ok(req) => match self.target().send_http(req).await {
-                    Some(res) => res.map_err(|e| format!("{e}: the service is waiting for the rest of the body")),
+                    Some(res) => res.map_err(|e| {
+                        format!("{e}: the service is waiting for the rest of the body")
+                    }),
                     None => Err("unreachable: not in process".to_owned()),
                 },
                 Err(e) => Err(e),
             }
         };
         match answer {
-            Ok(res) if res.status == 413 => log.note(format!("413 after {SENT} of {DECLARED} declared bytes")),
+            Ok(res) if res.status == 413 => {
+                log.note(format!("413 after {SENT} of {DECLARED} declared bytes"));
+            }
             Ok(res) => log.fail(sent, show_res(&res, &[]), expected, fix),
             Err(e) => log.fail(sent, e, expected, fix),
         }
     }
 
     async fn slowloris(&mut self, log: &mut Log) {
-        let Some((addr, authority)) = self.target().wire() else { return };
+        let Some((addr, authority)) = self.target().wire() else {
+            return;
+        };
         let bound = self.audit.head_timeout;
         let path = self.target().path("/");
         let result = tokio::task::spawn_blocking(move || -> Result<(Duration, String), String> {
@@ -541,31 +699,55 @@ impl<'a> Ctx<'a> {
                 match stream.read(&mut buf) {
                     Ok(0) => return Ok((start.elapsed(), "closed the connection".to_owned())),
                     Ok(n) => {
-                        let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
+                        let text =
+                            String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
                         let status = text.lines().next().unwrap_or_default().to_owned();
                         return Ok((start.elapsed(), format!("answered `{}`", clip(&status, 60))));
                     }
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
                         line += 1;
-                        if stream.write_all(format!("x-palisade-audit-{line}: a\r\n").as_bytes()).is_err() {
-                            return Ok((start.elapsed(), "stopped reading (write failed)".to_owned()));
+                        if stream
+                            .write_all(format!("x-palisade-audit-{line}: a\r\n").as_bytes())
+                            .is_err()
+                        {
+                            return Ok((
+                                start.elapsed(),
+                                "stopped reading (write failed)".to_owned(),
+                            ));
                         }
                     }
                     Err(_) => return Ok((start.elapsed(), "reset the connection".to_owned())),
                 }
             }
-            Err(format!("still open after {} s, one header line a second", start.elapsed().as_secs()))
+            Err(format!(
+                "still open after {} s, one header line a second",
+                start.elapsed().as_secs()
+            ))
         })
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r);
-        let sent = "a request head, then one more header line every second, never the final CRLF".to_owned();
+        let sent = "a request head, then one more header line every second, never the final CRLF"
+            .to_owned();
         let fix = "bound the time a whole request head may take (palisade::serve: 10 s by default; \
                    hyper's header_read_timeout), not only the gap between reads";
         let expected = format!("the connection cut within {} s", bound.as_secs());
         match result {
-            Ok((elapsed, what)) if elapsed <= bound => log.note(format!("the server {what} after {} ms", elapsed.as_millis())),
-            Ok((elapsed, what)) => log.fail(sent, format!("the server {what} after {} ms", elapsed.as_millis()), &expected, fix),
+            Ok((elapsed, what)) if elapsed <= bound => log.note(format!(
+                "the server {what} after {} ms",
+                elapsed.as_millis()
+            )),
+            Ok((elapsed, what)) => log.fail(
+                sent,
+                format!("the server {what} after {} ms", elapsed.as_millis()),
+                &expected,
+                fix,
+            ),
             Err(e) => log.fail(sent, e, &expected, fix),
         }
     }
@@ -580,7 +762,13 @@ impl<'a> Ctx<'a> {
                 .header("x-palisade-audit", &marker)
                 .header("cookie", &format!("palisade_audit={marker}"));
             match self.send(&req).await {
-                Ok(res) => judge_safe(log, &req, &res, &marker, "refuse methods the service does not route (405 or 501), never reflect a request"),
+                Ok(res) => judge_safe(
+                    log,
+                    &req,
+                    &res,
+                    &marker,
+                    "refuse methods the service does not route (405 or 501), never reflect a request",
+                ),
                 Err(e) => log.note(format!("{method}: {e} (no echo)")),
             }
         }
@@ -588,17 +776,30 @@ impl<'a> Ctx<'a> {
 
     async fn oversized_headers(&mut self, log: &mut Log) {
         let marker = format!("palisade-audit-marker-{}", self.tag);
-        let big = self
-            .req("GET", "/")
-            .header("x-palisade-audit", &format!("{}{marker}", "a".repeat(64 << 10)));
+        let big = self.req("GET", "/").header(
+            "x-palisade-audit",
+            &format!("{}{marker}", "a".repeat(64 << 10)),
+        );
         let mut many = self.req("GET", "/");
         for i in 0..500 {
-            many = many.header(&format!("x-palisade-audit-{i}"), &format!("{}{marker}", "b".repeat(64)));
+            many = many.header(
+                &format!("x-palisade-audit-{i}"),
+                &format!("{}{marker}", "b".repeat(64)),
+            );
         }
         for req in [big, many] {
             match self.send(&req).await {
-                Ok(res) => judge_safe(log, &req, &res, &marker, "cap the request head (431 or 400) and never reflect it"),
-                Err(e) => log.note(format!("{}: {e} (refused at the parser)", clip(&show_req(&req), 80))),
+                Ok(res) => judge_safe(
+                    log,
+                    &req,
+                    &res,
+                    &marker,
+                    "cap the request head (431 or 400) and never reflect it",
+                ),
+                Err(e) => log.note(format!(
+                    "{}: {e} (refused at the parser)",
+                    clip(&show_req(&req), 80)
+                )),
             }
         }
     }
@@ -619,22 +820,33 @@ impl<'a> Ctx<'a> {
     }
 
     async fn open_session(&self) -> Result<Session, String> {
-        let token = self.audit.token.as_ref().map(|t| String::from_utf8_lossy(&t.0).into_owned());
+        let token = self
+            .audit
+            .token
+            .as_ref()
+            .map(|t| String::from_utf8_lossy(&t.0).into_owned());
         let Some(login) = &self.audit.login else {
-            return Ok(Session { account: None, token });
+            return Ok(Session {
+                account: None,
+                token,
+            });
         };
         let account = match (&login.account, &login.register) {
             (Some(account), _) => Some(account.clone()),
             (None, Some(register)) => {
                 let user = format!("palisade-audit-{}@example.com", self.tag);
                 let mut raw = [0u8; 18];
-                getrandom::fill(&mut raw).map_err(|e| format!("no randomness for a password: {e}"))?;
+                getrandom::fill(&mut raw)
+                    .map_err(|e| format!("no randomness for a password: {e}"))?;
                 let password = format!("Pa-{}", URL_SAFE_NO_PAD.encode(raw));
                 let req = self
                     .req("POST", register)
                     .header("content-type", "application/json")
                     .body(login.body(&user, &password));
-                let res = self.send(&req).await.map_err(|e| format!("registering an audit account: {e}"))?;
+                let res = self
+                    .send(&req)
+                    .await
+                    .map_err(|e| format!("registering an audit account: {e}"))?;
                 if !(200..300).contains(&res.status) {
                     return Err(format!(
                         "registering an audit account ({}) answered {}",
@@ -648,20 +860,38 @@ impl<'a> Ctx<'a> {
         };
         let needs_token = token.is_none()
             && (self.audit.files.is_some() || self.audit.protected.is_some())
-            && self.audit.selected.iter().any(|c| matches!(c, Check::FileTraversal | Check::JwtForgeries));
+            && self
+                .audit
+                .selected
+                .iter()
+                .any(|c| matches!(c, Check::FileTraversal | Check::JwtForgeries));
         let token = match (&account, token) {
             (Some((user, password)), None) if needs_token => {
                 let req = self.login_req(user, password);
-                let res = self.send(&req).await.map_err(|e| format!("logging in: {e}"))?;
+                let res = self
+                    .send(&req)
+                    .await
+                    .map_err(|e| format!("logging in: {e}"))?;
                 if !(200..300).contains(&res.status) {
-                    return Err(format!("logging in with the audit account answered {}", show_res(&res, &[])));
+                    return Err(format!(
+                        "logging in with the audit account answered {}",
+                        show_res(&res, &[])
+                    ));
                 }
                 let pointer = &login.token_pointer;
                 let token = res
                     .json()
                     .ok()
-                    .and_then(|v| v.pointer(pointer).and_then(Value::as_str).map(str::to_owned))
-                    .ok_or_else(|| format!("the login answer has no string at `{pointer}` (set the token pointer)"))?;
+                    .and_then(|v| {
+                        v.pointer(pointer)
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "the login answer has no string at `{pointer}` (set the token pointer)"
+                        )
+                    })?;
                 Some(token)
             }
             (_, token) => token,
@@ -673,23 +903,38 @@ impl<'a> Ctx<'a> {
         let login = self.audit.login.as_ref();
         let path = login.map_or("/", |l| l.path.as_str());
         let body = login.map(|l| l.body(user, password)).unwrap_or_default();
-        self.req("POST", path).header("content-type", "application/json").body(body)
+        self.req("POST", path)
+            .header("content-type", "application/json")
+            .body(body)
     }
 
     fn show_login(&self, user: &str, which: &str) -> String {
         let path = self.audit.login.as_ref().map_or("/", |l| l.path.as_str());
-        format!("POST {} with user `{user}` and {which}", self.target().path(path))
+        format!(
+            "POST {} with user `{user}` and {which}",
+            self.target().path(path)
+        )
     }
 
     async fn token(&mut self, log: &mut Log) -> Option<String> {
         match self.session().await {
             Ok(Session { token: Some(t), .. }) => Some(t.clone()),
             Ok(_) => {
-                log.fail("(setup)", "no token", "a valid bearer token", "pass --token, or a login with an account");
+                log.fail(
+                    "(setup)",
+                    "no token",
+                    "a valid bearer token",
+                    "pass --token, or a login with an account",
+                );
                 None
             }
             Err(e) => {
-                log.fail("(setup)", e, "a logged-in audit session", "check the login options");
+                log.fail(
+                    "(setup)",
+                    e,
+                    "a logged-in audit session",
+                    "check the login options",
+                );
                 None
             }
         }
@@ -698,81 +943,180 @@ impl<'a> Ctx<'a> {
     // ---- files ------------------------------------------------------------
 
     async fn file_traversal(&mut self, log: &mut Log) {
-        let Some(token) = self.token(log).await else { return };
-        let Some(files) = self.audit.files.clone() else { return };
+        let Some(token) = self.token(log).await else {
+            return;
+        };
+        let Some(files) = self.audit.files.clone() else {
+            return;
+        };
         let bearer = format!("Bearer {token}");
         let canary = format!("{CANARY_PREFIX}{}\n", self.tag);
-        let fix = "decode the path once, refuse `..`, separators, drive/UNC forms, NUL and device \
-                   names with 400, and open files beneath the root only (palisade-fs's SafeRoot)";
-        let file = |name: &str| format!("{files}/{name}");
-
         // Control: the route works and the audit can see a file it stored.
+        if !self.traversal_control(log, &files, &bearer, &canary).await {
+            return;
+        }
+        // Writes through traversal: a canary planted outside the root.
+        let (writes, stored_anywhere) = self.traversal_writes(log, &files, &bearer, &canary).await;
+        // Reads through the corpus: no system file, no canary, no 5xx.
+        let reads = self.traversal_reads(log, &files, &bearer).await;
+        log.note(format!(
+            "{writes} traversal writes ({stored_anywhere} stored anywhere), {reads} traversal reads from the corpus"
+        ));
+    }
+
+    async fn traversal_control(
+        &self,
+        log: &mut Log,
+        files: &str,
+        bearer: &str,
+        canary: &str,
+    ) -> bool {
+        let file = |name: &str| format!("{files}/{name}");
         let control = format!("palisade-audit-{}-control.txt", self.tag);
-        let put = self.req("PUT", &file(&control)).header("authorization", &bearer).header("content-type", "text/plain").body(canary.clone());
-        let get = self.req("GET", &file(&control)).header("authorization", &bearer);
+        let put = self
+            .req("PUT", &file(&control))
+            .header("authorization", bearer)
+            .header("content-type", "text/plain")
+            .body(canary);
+        let get = self
+            .req("GET", &file(&control))
+            .header("authorization", bearer);
         let stored = self.send(&put).await;
         let read = self.send(&get).await;
         match (&stored, &read) {
-            (Ok(s), Ok(r)) if (200..300).contains(&s.status) && r.status == 200 && r.body == canary.as_bytes() => {
-                log.note(format!("control file stored and read back at {}", file(&control)));
+            (Ok(s), Ok(r))
+                if (200..300).contains(&s.status)
+                    && r.status == 200
+                    && r.body == canary.as_bytes() =>
+            {
+                log.note(format!(
+                    "control file stored and read back at {}",
+                    file(&control)
+                ));
             }
             _ => {
-                let got = |r: &Result<Response, String>| r.as_ref().map_or_else(Clone::clone, |r| show_res(r, &[]));
+                let got = |r: &Result<Response, String>| {
+                    r.as_ref().map_or_else(Clone::clone, |r| show_res(r, &[]))
+                };
                 log.fail(
                     format!("{} then {}", show_req(&put), show_req(&get)),
                     format!("{} then {}", got(&stored), got(&read)),
                     "the control file stored (2xx) and read back (200, same bytes)",
                     "give the audit a file route where PUT stores the raw body and GET returns it",
                 );
-                return;
+                return false;
             }
         }
-        let _ = self.send(&self.req("DELETE", &file(&control)).header("authorization", &bearer)).await;
+        let _ = self
+            .send(
+                &self
+                    .req("DELETE", &file(&control))
+                    .header("authorization", bearer),
+            )
+            .await;
+        true
+    }
 
-        // Writes through traversal: a canary planted outside the root.
-        let escapes = ["../", "..%2f", "%2e%2e/", "%2e%2e%2f", "..%5c", "..%255c", "%252e%252e%252f", "..%c0%af", "....//", "..;/"];
+    async fn traversal_writes(
+        &self,
+        log: &mut Log,
+        files: &str,
+        bearer: &str,
+        canary: &str,
+    ) -> (usize, usize) {
+        let fix = TRAVERSAL_FIX;
+        let file = |name: &str| format!("{files}/{name}");
+        let escapes = [
+            "../",
+            "..%2f",
+            "%2e%2e/",
+            "%2e%2e%2f",
+            "..%5c",
+            "..%255c",
+            "%252e%252e%252f",
+            "..%c0%af",
+            "....//",
+            "..;/",
+        ];
         let mut stored_anywhere = 0;
         for (i, escape) in escapes.iter().enumerate() {
             let name = format!("palisade-audit-{}-w{i}.txt", self.tag);
             let target = file(&format!("{escape}{name}"));
-            let put = self.req("PUT", &target).header("authorization", &bearer).header("content-type", "text/plain").body(canary.clone());
-            let Ok(res) = self.send(&put).await else { continue };
+            let put = self
+                .req("PUT", &target)
+                .header("authorization", bearer)
+                .header("content-type", "text/plain")
+                .body(canary);
+            let Ok(res) = self.send(&put).await else {
+                continue;
+            };
             if res.status >= 500 {
-                log.fail(show_req(&put), show_res(&res, &[]), "400 for a traversal path, never a 5xx", fix);
+                log.fail(
+                    show_req(&put),
+                    show_res(&res, &[]),
+                    "400 for a traversal path, never a 5xx",
+                    fix,
+                );
                 continue;
             }
             if !(200..300).contains(&res.status) {
                 continue;
             }
             stored_anywhere += 1;
-            let inside = self.req("GET", &file(&name)).header("authorization", &bearer);
+            let inside = self
+                .req("GET", &file(&name))
+                .header("authorization", bearer);
             let inside_res = self.send(&inside).await;
-            if inside_res.as_ref().is_ok_and(|r| r.status == 200 && r.body == canary.as_bytes()) {
-                log.note(format!("{} was stored inside the root as `{name}` (the `..` was dropped)", show_req(&put)));
-                let _ = self.send(&self.req("DELETE", &file(&name)).header("authorization", &bearer)).await;
+            if inside_res
+                .as_ref()
+                .is_ok_and(|r| r.status == 200 && r.body == canary.as_bytes())
+            {
+                log.note(format!(
+                    "{} was stored inside the root as `{name}` (the `..` was dropped)",
+                    show_req(&put)
+                ));
+                let _ = self
+                    .send(
+                        &self
+                            .req("DELETE", &file(&name))
+                            .header("authorization", bearer),
+                    )
+                    .await;
             } else {
-                let back = self.req("GET", &target).header("authorization", &bearer);
+                let back = self.req("GET", &target).header("authorization", bearer);
                 let back_res = self.send(&back).await;
-                let read_back = back_res.as_ref().is_ok_and(|r| r.status == 200 && r.body == canary.as_bytes());
+                let read_back = back_res
+                    .as_ref()
+                    .is_ok_and(|r| r.status == 200 && r.body == canary.as_bytes());
                 log.fail(
                     show_req(&put),
                     format!(
                         "{}; the canary is not inside the root{}",
                         show_res(&res, &[]),
-                        if read_back { ", and reads back through the same traversal path" } else { "" }
+                        if read_back {
+                            ", and reads back through the same traversal path"
+                        } else {
+                            ""
+                        }
                     ),
                     "400 for a path with `..`: the canary was stored outside the root",
                     fix,
                 );
-                let _ = self.send(&self.req("DELETE", &target).header("authorization", &bearer)).await;
+                let _ = self
+                    .send(&self.req("DELETE", &target).header("authorization", bearer))
+                    .await;
             }
         }
+        (escapes.len(), stored_anywhere)
+    }
 
-        // Reads through the corpus: no system file, no canary, no 5xx.
+    async fn traversal_reads(&self, log: &mut Log, files: &str, bearer: &str) -> usize {
+        let fix = TRAVERSAL_FIX;
+        let file = |name: &str| format!("{files}/{name}");
         let sample = traversal_sample();
         for payload in &sample {
             let target = file(&utf8_percent_encode(payload, NOT_IN_URI).to_string());
-            let req = self.req("GET", &target).header("authorization", &bearer);
+            let req = self.req("GET", &target).header("authorization", bearer);
             let res = match self.send(&req).await {
                 Ok(r) => r,
                 Err(e) if e.contains("in process") => continue,
@@ -782,38 +1126,60 @@ impl<'a> Ctx<'a> {
                 }
             };
             if res.status >= 500 {
-                log.fail(show_req(&req), show_res(&res, &[]), "400 (unsafe path) or 404, never a 5xx", fix);
+                log.fail(
+                    show_req(&req),
+                    show_res(&res, &[]),
+                    "400 (unsafe path) or 404, never a 5xx",
+                    fix,
+                );
             } else if res.status == 200 {
                 let text = res.text();
                 if let Some(what) = outside_file(&text) {
-                    log.fail(show_req(&req), show_res(&res, &[]), &format!("no file from outside the root (this is {what})"), fix);
+                    log.fail(
+                        show_req(&req),
+                        show_res(&res, &[]),
+                        &format!("no file from outside the root (this is {what})"),
+                        fix,
+                    );
                 }
             }
         }
-        log.note(format!(
-            "{} traversal writes ({stored_anywhere} stored anywhere), {} traversal reads from the corpus",
-            escapes.len(),
-            sample.len()
-        ));
+        sample.len()
     }
 
     // ---- JWT ---------------------------------------------------------------
 
     async fn jwt_forgeries(&mut self, log: &mut Log) {
-        let Some(token) = self.token(log).await else { return };
-        let Some(path) = self.audit.protected.clone() else { return };
+        let Some(token) = self.token(log).await else {
+            return;
+        };
+        let Some(path) = self.audit.protected.clone() else {
+            return;
+        };
         let fix = "verify with an algorithm allowlist and the service's own keys only (never the \
                    token's alg, kid, jwk or jku), require exp/nbf/iat with a small leeway \
                    (palisade-auth's Jwt)";
-        let control = self.req("GET", &path).header("authorization", &format!("Bearer {token}"));
+        let control = self
+            .req("GET", &path)
+            .header("authorization", &format!("Bearer {token}"));
         match self.send(&control).await {
             Ok(res) if (200..300).contains(&res.status) => {}
             Ok(res) => {
-                log.fail(show_req(&control), show_res(&res, &[]), "2xx for the valid token (the control)", "give a route the valid token opens");
+                log.fail(
+                    show_req(&control),
+                    show_res(&res, &[]),
+                    "2xx for the valid token (the control)",
+                    "give a route the valid token opens",
+                );
                 return;
             }
             Err(e) => {
-                log.fail(show_req(&control), e, "2xx for the valid token (the control)", "give a route the valid token opens");
+                log.fail(
+                    show_req(&control),
+                    e,
+                    "2xx for the valid token (the control)",
+                    "give a route the valid token opens",
+                );
                 return;
             }
         }
@@ -821,17 +1187,34 @@ impl<'a> Ctx<'a> {
         let forged = match corpus::jwt::forgeries(&token, secret, now_unix()) {
             Ok(f) => f,
             Err(e) => {
-                log.fail("(setup)", format!("the token cannot be forged: {e}"), "a JWS compact token", "give a JWT");
+                log.fail(
+                    "(setup)",
+                    format!("the token cannot be forged: {e}"),
+                    "a JWS compact token",
+                    "give a JWT",
+                );
                 return;
             }
         };
         for forgery in &forged {
-            let req = self.req("GET", &path).header("authorization", &format!("Bearer {}", forgery.token));
-            let sent = format!("{} ({}: {})", show_req(&req), forgery.name, forgery.description);
+            let req = self
+                .req("GET", &path)
+                .header("authorization", &format!("Bearer {}", forgery.token));
+            let sent = format!(
+                "{} ({}: {})",
+                show_req(&req),
+                forgery.name,
+                forgery.description
+            );
             match self.send(&req).await {
                 Ok(res) if forgery.must_accept => {
                     if !(200..300).contains(&res.status) {
-                        log.fail(sent, show_res(&res, &[]), "2xx: the given key signs tokens the service accepts", "pass the service's signing key");
+                        log.fail(
+                            sent,
+                            show_res(&res, &[]),
+                            "2xx: the given key signs tokens the service accepts",
+                            "pass the service's signing key",
+                        );
                     }
                 }
                 Ok(res) if matches!(res.status, 400 | 401 | 403) => {}
@@ -839,20 +1222,36 @@ impl<'a> Ctx<'a> {
                 Err(e) => log.fail(sent, e, "401 for a forged token", fix),
             }
         }
-        log.note(format!("{} forgeries sent to {}", forged.len(), self.target().path(&path)));
+        log.note(format!(
+            "{} forgeries sent to {}",
+            forged.len(),
+            self.target().path(&path)
+        ));
     }
 
     // ---- login ---------------------------------------------------------------
 
     async fn account(&mut self, log: &mut Log) -> Option<(String, String)> {
         match self.session().await {
-            Ok(Session { account: Some(a), .. }) => Some(a.clone()),
+            Ok(Session {
+                account: Some(a), ..
+            }) => Some(a.clone()),
             Ok(_) => {
-                log.fail("(setup)", "no account", "a known account", "pass --user/--password or --register");
+                log.fail(
+                    "(setup)",
+                    "no account",
+                    "a known account",
+                    "pass --user/--password or --register",
+                );
                 None
             }
             Err(e) => {
-                log.fail("(setup)", e, "a registered or given account", "check the login options");
+                log.fail(
+                    "(setup)",
+                    e,
+                    "a registered or given account",
+                    "check the login options",
+                );
                 None
             }
         }
@@ -863,39 +1262,75 @@ impl<'a> Ctx<'a> {
     }
 
     async fn login_enumeration(&mut self, log: &mut Log) {
-        let Some((user, _)) = self.account(log).await else { return };
+        let Some((user, _)) = self.account(log).await else {
+            return;
+        };
         let unknown = format!("palisade-audit-nobody-{}@example.com", self.tag);
         let wrong = self.wrong_password();
         let known_req = self.login_req(&user, &wrong);
         let unknown_req = self.login_req(&unknown, &wrong);
-        let (Ok(known), Ok(other)) = (self.send(&known_req).await, self.send(&unknown_req).await) else {
-            log.fail("two failed logins", "no answer", "two answers", "the service must answer");
+        let (Ok(known), Ok(other)) = (self.send(&known_req).await, self.send(&unknown_req).await)
+        else {
+            log.fail(
+                "two failed logins",
+                "no answer",
+                "two answers",
+                "the service must answer",
+            );
             return;
         };
         let sent = format!(
             "{} then {}",
             self.show_login(&user, "a wrong password"),
-            self.show_login(&unknown, "the same wrong password (an account that does not exist)")
+            self.show_login(
+                &unknown,
+                "the same wrong password (an account that does not exist)"
+            )
         );
-        let received = format!("known: {} / unknown: {}", show_res(&known, &[]), show_res(&other, &[]));
+        let received = format!(
+            "known: {} / unknown: {}",
+            show_res(&known, &[]),
+            show_res(&other, &[])
+        );
         let fix = "answer a wrong password and an unknown account alike (same status, body and \
                    headers), and hash a dummy password for unknown accounts so timing matches too \
                    (palisade-auth's Login)";
         if known.status == 429 || other.status == 429 {
-            log.fail(sent, received, "two comparable answers (the login limit answered first)", "run this check before the login budget is spent, or raise the limit");
+            log.fail(
+                sent,
+                received,
+                "two comparable answers (the login limit answered first)",
+                "run this check before the login budget is spent, or raise the limit",
+            );
             return;
         }
         if known.status != other.status {
             log.fail(sent, received, "the same status for both", fix);
         } else if normalised(&known) != normalised(&other) {
-            log.fail(sent, received, "the same body for both (request ids aside)", fix);
+            log.fail(
+                sent,
+                received,
+                "the same body for both (request ids aside)",
+                fix,
+            );
         } else if header_names(&known) != header_names(&other) {
-            log.fail(sent, received, &format!("the same headers for both ({:?} vs {:?})", header_names(&known), header_names(&other)), fix);
+            log.fail(
+                sent,
+                received,
+                &format!(
+                    "the same headers for both ({:?} vs {:?})",
+                    header_names(&known),
+                    header_names(&other)
+                ),
+                fix,
+            );
         }
     }
 
     async fn login_lockout(&mut self, log: &mut Log) {
-        let Some((user, password)) = self.account(log).await else { return };
+        let Some((user, password)) = self.account(log).await else {
+            return;
+        };
         let failures = self.audit.login.as_ref().map_or(5, |l| l.lockout_after);
         let wrong = self.wrong_password();
         let mut statuses = Vec::new();
@@ -903,7 +1338,12 @@ impl<'a> Ctx<'a> {
             match self.send_once(&self.login_req(&user, &wrong)).await {
                 Ok(res) => statuses.push(res.status),
                 Err(e) => {
-                    log.fail(self.show_login(&user, "a wrong password"), e, "401", "the service must answer");
+                    log.fail(
+                        self.show_login(&user, "a wrong password"),
+                        e,
+                        "401",
+                        "the service must answer",
+                    );
                     return;
                 }
             }
@@ -941,14 +1381,22 @@ impl<'a> Ctx<'a> {
             let res = match self.send_once(&req).await {
                 Ok(r) => r,
                 Err(e) => {
-                    log.fail(self.show_login(&user, "a wrong password"), e, "an answer", "the service must answer");
+                    log.fail(
+                        self.show_login(&user, "a wrong password"),
+                        e,
+                        "an answer",
+                        "the service must answer",
+                    );
                     return;
                 }
             };
             statuses.push(res.status);
             if res.status == 429 {
                 if retry_after(&res).is_some() {
-                    log.note(format!("429 after {} attempts ({statuses:?})", statuses.len()));
+                    log.note(format!(
+                        "429 after {} attempts ({statuses:?})",
+                        statuses.len()
+                    ));
                 } else {
                     log.fail(
                         self.show_login(&user, "a wrong password"),
@@ -961,7 +1409,10 @@ impl<'a> Ctx<'a> {
             }
         }
         log.fail(
-            format!("{} logins for fresh unknown accounts with a wrong password", limit + 1),
+            format!(
+                "{} logins for fresh unknown accounts with a wrong password",
+                limit + 1
+            ),
             format!("statuses {statuses:?}, no 429"),
             &format!("429 with Retry-After within {} attempts", limit + 1),
             "limit login attempts per client IP (palisade-ratelimit's per-route policy; 5 a \
@@ -978,22 +1429,38 @@ impl<'a> Ctx<'a> {
             match self.send_once(&req).await {
                 Ok(res) if res.status == 429 => {
                     if retry_after(&res).is_some() {
-                        log.note(format!("429 after {i} requests in {} ms", start.elapsed().as_millis()));
+                        log.note(format!(
+                            "429 after {i} requests in {} ms",
+                            start.elapsed().as_millis()
+                        ));
                     } else {
-                        log.fail(show_req(&req), show_res(&res, &["retry-after"]), "429 with Retry-After", "say when the client may try again");
+                        log.fail(
+                            show_req(&req),
+                            show_res(&res, &["retry-after"]),
+                            "429 with Retry-After",
+                            "say when the client may try again",
+                        );
                     }
                     return;
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    log.fail(format!("request {i}: {}", show_req(&req)), e, "an answer", "the service must answer (or refuse with 429)");
+                    log.fail(
+                        format!("request {i}: {}", show_req(&req)),
+                        e,
+                        "an answer",
+                        "the service must answer (or refuse with 429)",
+                    );
                     return;
                 }
             }
         }
         log.fail(
             format!("{} x {} from one client", self.audit.flood, show_req(&req)),
-            format!("all answered in {} ms, none refused", start.elapsed().as_millis()),
+            format!(
+                "all answered in {} ms, none refused",
+                start.elapsed().as_millis()
+            ),
             "429 with Retry-After once the client exceeds its budget",
             "limit requests per client IP (palisade-ratelimit; 30/s with a burst of 50 in the \
              reference backend), answering 429 with Retry-After",
@@ -1004,11 +1471,21 @@ impl<'a> Ctx<'a> {
 /// A 5xx or an echo of the marker is unsafe.
 fn judge_safe(log: &mut Log, req: &Request, res: &Response, marker: &str, fix: &str) {
     if res.status >= 500 {
-        log.fail(show_req(req), show_res(res, &[]), "a 4xx (405, 501, 431 or 400), never a 5xx", fix);
+        log.fail(
+            show_req(req),
+            show_res(res, &[]),
+            "a 4xx (405, 501, 431 or 400), never a 5xx",
+            fix,
+        );
     }
     let echoed = res.text().contains(marker) || res.headers.iter().any(|(_, v)| v.contains(marker));
     if echoed {
-        log.fail(show_req(req), show_res(res, &[]), "the request never reflected in the answer (cross-site tracing)", fix);
+        log.fail(
+            show_req(req),
+            show_res(res, &[]),
+            "the request never reflected in the answer (cross-site tracing)",
+            fix,
+        );
     }
 }
 
@@ -1025,23 +1502,44 @@ fn header_problems(res: &Response, profile: Profile) -> Vec<(String, &'static st
             let directive = |name: &str| {
                 csp.split(';')
                     .map(str::trim)
-                    .find(|d| d.split_whitespace().next().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+                    .find(|d| {
+                        d.split_whitespace()
+                            .next()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                    })
                     .map(str::to_ascii_lowercase)
             };
             let scripts = directive("script-src").or_else(|| directive("default-src"));
             match scripts {
-                None => out.push(("a CSP that restricts scripts (script-src or default-src)".to_owned(), fix_csp)),
-                Some(d) if d.contains("'unsafe-inline'") && !d.contains("'nonce-") && !d.contains("'sha256-") && !d.contains("'sha384-") && !d.contains("'sha512-") => {
-                    out.push(("no 'unsafe-inline' for scripts without a nonce or hash".to_owned(), fix_csp));
+                None => out.push((
+                    "a CSP that restricts scripts (script-src or default-src)".to_owned(),
+                    fix_csp,
+                )),
+                Some(d)
+                    if d.contains("'unsafe-inline'")
+                        && !d.contains("'nonce-")
+                        && !d.contains("'sha256-")
+                        && !d.contains("'sha384-")
+                        && !d.contains("'sha512-") =>
+                {
+                    out.push((
+                        "no 'unsafe-inline' for scripts without a nonce or hash".to_owned(),
+                        fix_csp,
+                    ));
                 }
                 Some(_) => {}
             }
             if profile == Profile::Api && directive("default-src").is_none() {
-                out.push(("a CSP with default-src (APIs: default-src 'none')".to_owned(), fix_csp));
+                out.push((
+                    "a CSP with default-src (APIs: default-src 'none')".to_owned(),
+                    fix_csp,
+                ));
             }
         }
     }
-    let hsts = res.header("strict-transport-security").map(str::to_ascii_lowercase);
+    let hsts = res
+        .header("strict-transport-security")
+        .map(str::to_ascii_lowercase);
     let max_age = hsts.as_deref().and_then(|v| {
         v.split(';')
             .filter_map(|p| p.trim().strip_prefix("max-age="))
@@ -1049,24 +1547,48 @@ fn header_problems(res: &Response, profile: Profile) -> Vec<(String, &'static st
     });
     if max_age.is_none_or(|age| age < 31_536_000) {
         out.push((
-            format!("Strict-Transport-Security with max-age >= 31536000 (one year); got {}", hsts.as_deref().unwrap_or("none")),
+            format!(
+                "Strict-Transport-Security with max-age >= 31536000 (one year); got {}",
+                hsts.as_deref().unwrap_or("none")
+            ),
             "send `Strict-Transport-Security: max-age=63072000; includeSubDomains`",
         ));
     }
-    if !res.header("x-content-type-options").is_some_and(|v| v.eq_ignore_ascii_case("nosniff")) {
-        out.push(("X-Content-Type-Options: nosniff".to_owned(), "send `X-Content-Type-Options: nosniff`"));
+    if !res
+        .header("x-content-type-options")
+        .is_some_and(|v| v.eq_ignore_ascii_case("nosniff"))
+    {
+        out.push((
+            "X-Content-Type-Options: nosniff".to_owned(),
+            "send `X-Content-Type-Options: nosniff`",
+        ));
     }
-    let framing = res.header("x-frame-options").is_some_and(|v| v.eq_ignore_ascii_case("deny") || v.eq_ignore_ascii_case("sameorigin"))
+    let framing = res
+        .header("x-frame-options")
+        .is_some_and(|v| v.eq_ignore_ascii_case("deny") || v.eq_ignore_ascii_case("sameorigin"))
         || csp.is_some_and(|c| c.to_ascii_lowercase().contains("frame-ancestors"));
     if !framing {
-        out.push(("framing denied (X-Frame-Options: DENY or CSP frame-ancestors)".to_owned(), "send `X-Frame-Options: DENY` and CSP `frame-ancestors 'none'`"));
+        out.push((
+            "framing denied (X-Frame-Options: DENY or CSP frame-ancestors)".to_owned(),
+            "send `X-Frame-Options: DENY` and CSP `frame-ancestors 'none'`",
+        ));
     }
     match res.header("referrer-policy") {
         Some(v) if !v.eq_ignore_ascii_case("unsafe-url") => {}
-        _ => out.push(("a Referrer-Policy (not unsafe-url)".to_owned(), "send `Referrer-Policy: no-referrer`")),
+        _ => out.push((
+            "a Referrer-Policy (not unsafe-url)".to_owned(),
+            "send `Referrer-Policy: no-referrer`",
+        )),
     }
-    if profile == Profile::Api && !res.header("cache-control").is_some_and(|v| v.to_ascii_lowercase().contains("no-store")) {
-        out.push(("Cache-Control: no-store on API answers".to_owned(), "send `Cache-Control: no-store` on API answers (they may carry personal data)"));
+    if profile == Profile::Api
+        && !res
+            .header("cache-control")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("no-store"))
+    {
+        out.push((
+            "Cache-Control: no-store on API answers".to_owned(),
+            "send `Cache-Control: no-store` on API answers (they may carry personal data)",
+        ));
     }
     out
 }
@@ -1104,7 +1626,10 @@ fn outside_file(body: &str) -> Option<&'static str> {
         Some("the audit's canary, read through a traversal path")
     } else if body.contains("root:") && body.contains(":0:0:") {
         Some("/etc/passwd")
-    } else if body.contains("[fonts]") || body.contains("[extensions]") || body.contains("for 16-bit app support") {
+    } else if body.contains("[fonts]")
+        || body.contains("[extensions]")
+        || body.contains("for 16-bit app support")
+    {
         Some("win.ini")
     } else if body.contains("[boot loader]") {
         Some("boot.ini")
@@ -1138,7 +1663,14 @@ fn traversal_sample() -> Vec<&'static str> {
 fn normalised(res: &Response) -> Value {
     match res.json() {
         Ok(Value::Object(mut map)) => {
-            for key in ["request_id", "requestId", "instance", "trace_id", "traceId", "timestamp"] {
+            for key in [
+                "request_id",
+                "requestId",
+                "instance",
+                "trace_id",
+                "traceId",
+                "timestamp",
+            ] {
                 map.remove(key);
             }
             Value::Object(map)
@@ -1154,7 +1686,11 @@ fn header_names(res: &Response) -> Vec<String> {
         .headers
         .iter()
         .map(|(n, _)| n.to_ascii_lowercase())
-        .filter(|n| !volatile.contains(&n.as_str()) && !n.starts_with("ratelimit") && !n.starts_with("x-ratelimit"))
+        .filter(|n| {
+            !volatile.contains(&n.as_str())
+                && !n.starts_with("ratelimit")
+                && !n.starts_with("x-ratelimit")
+        })
         .collect();
     names.sort();
     names.dedup();

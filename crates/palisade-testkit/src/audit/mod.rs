@@ -224,6 +224,7 @@ pub enum Profile {
 
 /// The login route and how to use it.
 #[derive(Clone)]
+#[must_use]
 pub struct Login {
     path: String,
     template: String,

@@ -82,9 +82,7 @@ impl CheckResult {
     #[track_caller]
     #[allow(clippy::panic)] // an assertion: panicking is how it fails a test
     pub fn assert_passed(&self) {
-        if !self.is_pass() {
-            panic!("{self}");
-        }
+        assert!(self.is_pass(), "{self}");
     }
 
     /// Machine-readable form.
@@ -114,7 +112,12 @@ impl fmt::Display for CheckResult {
             Outcome::Fail => "FAIL".to_owned(),
             Outcome::Skipped(why) => format!("SKIPPED ({why})"),
         };
-        writeln!(f, "{}: {verdict} — {}", self.check.name(), self.check.description())?;
+        writeln!(
+            f,
+            "{}: {verdict} — {}",
+            self.check.name(),
+            self.check.description()
+        )?;
         for (i, finding) in self.findings.iter().enumerate() {
             writeln!(f, "  finding {}:\n{finding}", i + 1)?;
         }
@@ -163,7 +166,11 @@ impl Report {
     #[allow(clippy::panic)] // an assertion: panicking is how it fails a test
     pub fn assert_passed(&self) {
         if !self.passed() {
-            let mut text = format!("security audit of {} failed: {}\n", self.target, self.failed().join(", "));
+            let mut text = format!(
+                "security audit of {} failed: {}\n",
+                self.target,
+                self.failed().join(", ")
+            );
             for r in self.results.iter().filter(|r| r.is_fail()) {
                 let _ = write!(text, "\n{r}");
             }
@@ -173,15 +180,28 @@ impl Report {
 
     /// A table of every check, then the findings of the failed ones.
     pub fn table(&self) -> String {
-        let width = self.results.iter().map(|r| r.check.name().len()).max().unwrap_or(5);
-        let mut out = format!("palisade-audit {}\n\n{:<width$}  RESULT   WHAT IT CHECKS\n", self.target, "CHECK");
+        let width = self
+            .results
+            .iter()
+            .map(|r| r.check.name().len())
+            .max()
+            .unwrap_or(5);
+        let mut out = format!(
+            "palisade-audit {}\n\n{:<width$}  RESULT   WHAT IT CHECKS\n",
+            self.target, "CHECK"
+        );
         for r in &self.results {
             let verdict = match r.outcome {
                 Outcome::Pass => "pass",
                 Outcome::Fail => "FAIL",
                 Outcome::Skipped(_) => "skipped",
             };
-            let _ = writeln!(out, "{:<width$}  {verdict:<7}  {}", r.check.name(), r.check.description());
+            let _ = writeln!(
+                out,
+                "{:<width$}  {verdict:<7}  {}",
+                r.check.name(),
+                r.check.description()
+            );
         }
         for r in &self.results {
             match &r.outcome {
@@ -201,7 +221,10 @@ impl Report {
             self.results.len(),
             self.results.iter().filter(|r| r.is_pass()).count(),
             failed.len(),
-            self.results.iter().filter(|r| matches!(r.outcome, Outcome::Skipped(_))).count(),
+            self.results
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::Skipped(_)))
+                .count(),
         );
         out
     }

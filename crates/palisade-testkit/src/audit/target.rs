@@ -70,14 +70,13 @@ impl Target {
     /// prefix every route is appended to).
     pub fn url(base: &str) -> Result<Self, UrlError> {
         let err = |m: &str| UrlError(format!("`{base}`: {m}"));
-        let rest = if let Some(rest) = base.strip_prefix("http://") {
-            rest
-        } else if base.starts_with("https://") {
+        if base.starts_with("https://") {
             return Err(err(
                 "https is not supported: audit the plain-HTTP listener behind the TLS \
                  terminator (e.g. the service's port inside the compose network)",
             ));
-        } else {
+        }
+        let Some(rest) = base.strip_prefix("http://") else {
             return Err(err("expected http://host:port[/prefix]"));
         };
         if rest.contains(['?', '#', '@']) {
@@ -109,8 +108,11 @@ impl Target {
     /// A tower service called in process.
     pub fn service<S, B>(service: S) -> Self
     where
-        S: tower_service::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
-            + Clone
+        S: tower_service::Service<
+                http::Request<Body>,
+                Response = http::Response<B>,
+                Error = Infallible,
+            > + Clone
             + Send
             + Sync
             + 'static,
@@ -121,7 +123,10 @@ impl Target {
         let call = move |mut req: http::Request<Body>| {
             let mut svc = service.clone();
             req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
+                .insert(axum::extract::ConnectInfo(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    40_000,
+                ))));
             let fut: Pin<Box<dyn Future<Output = Result<Response, String>> + Send>> =
                 Box::pin(async move {
                     let Ok(()) = std::future::poll_fn(|cx| svc.poll_ready(cx)).await;
@@ -138,7 +143,10 @@ impl Target {
                             .headers
                             .iter()
                             .map(|(n, v)| {
-                                (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                (
+                                    n.as_str().to_owned(),
+                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                )
                             })
                             .collect(),
                         body: body.to_vec(),
@@ -146,13 +154,17 @@ impl Target {
                 });
             fut
         };
-        Self { inner: Inner::Service(Arc::new(call)) }
+        Self {
+            inner: Inner::Service(Arc::new(call)),
+        }
     }
 
     /// `url` for a base URL, `in-process service` otherwise.
     pub fn describe(&self) -> String {
         match &self.inner {
-            Inner::Url { authority, prefix, .. } => format!("http://{authority}{prefix}"),
+            Inner::Url {
+                authority, prefix, ..
+            } => format!("http://{authority}{prefix}"),
             Inner::Service(_) => "in-process service".to_owned(),
         }
     }
@@ -161,7 +173,9 @@ impl Target {
     /// itself); `None` in process.
     pub(crate) fn wire(&self) -> Option<(SocketAddr, String)> {
         match &self.inner {
-            Inner::Url { addr, authority, .. } => Some((*addr, authority.clone())),
+            Inner::Url {
+                addr, authority, ..
+            } => Some((*addr, authority.clone())),
             Inner::Service(_) => None,
         }
     }
@@ -177,7 +191,9 @@ impl Target {
     /// Sends one request (its target already prefixed by [`Self::path`]).
     pub(crate) async fn send(&self, req: Request) -> Result<Response, String> {
         match &self.inner {
-            Inner::Url { addr, authority, .. } => {
+            Inner::Url {
+                addr, authority, ..
+            } => {
                 let addr = *addr;
                 let req = req.header("host", authority);
                 tokio::task::spawn_blocking(move || req.send(addr))
@@ -193,7 +209,10 @@ impl Target {
     }
 
     /// Sends an `http::Request` with any body to an in-process target.
-    pub(crate) async fn send_http(&self, req: http::Request<Body>) -> Option<Result<Response, String>> {
+    pub(crate) async fn send_http(
+        &self,
+        req: http::Request<Body>,
+    ) -> Option<Result<Response, String>> {
         match &self.inner {
             Inner::Service(call) => Some(self.call_service(call, req).await),
             Inner::Url { .. } => None,
@@ -201,7 +220,11 @@ impl Target {
     }
 
     #[allow(clippy::unused_self)] // a method so both send paths read alike
-    async fn call_service(&self, call: &Arc<Call>, req: http::Request<Body>) -> Result<Response, String> {
+    async fn call_service(
+        &self,
+        call: &Arc<Call>,
+        req: http::Request<Body>,
+    ) -> Result<Response, String> {
         tokio::time::timeout(EXCHANGE_TIMEOUT, call(req))
             .await
             .map_err(|_| format!("no answer within {} s", EXCHANGE_TIMEOUT.as_secs()))?
@@ -217,7 +240,9 @@ pub(crate) fn describe_io(e: &std::io::Error) -> String {
         K::WouldBlock | K::TimedOut => {
             format!("no answer within {} s", crate::http::READ_TIMEOUT.as_secs())
         }
-        K::ConnectionRefused => "connection refused (is the service running at that address?)".to_owned(),
+        K::ConnectionRefused => {
+            "connection refused (is the service running at that address?)".to_owned()
+        }
         _ => e.to_string(),
     }
 }
@@ -226,17 +251,24 @@ pub(crate) fn describe_io(e: &std::io::Error) -> String {
 /// cannot express (a method or header it refuses) is an error.
 pub(crate) fn to_http(req: &Request, body: Body) -> Result<http::Request<Body>, String> {
     let mut builder = http::Request::builder()
-        .method(http::Method::from_bytes(req.method().as_bytes()).map_err(|_| "invalid method in process")?)
+        .method(
+            http::Method::from_bytes(req.method().as_bytes())
+                .map_err(|_| "invalid method in process")?,
+        )
         .uri(req.target());
     let mut has_host = false;
     for (name, value) in req.headers() {
         has_host |= name.eq_ignore_ascii_case("host");
-        builder = builder.header(name.as_str(), http::HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
-            format!("the header `{name}` cannot be expressed in process")
-        })?);
+        builder = builder.header(
+            name.as_str(),
+            http::HeaderValue::from_bytes(value.as_bytes())
+                .map_err(|_| format!("the header `{name}` cannot be expressed in process"))?,
+        );
     }
     if !has_host {
         builder = builder.header("host", "localhost");
     }
-    builder.body(body).map_err(|e| format!("cannot build the request in process: {e}"))
+    builder
+        .body(body)
+        .map_err(|e| format!("cannot build the request in process: {e}"))
 }

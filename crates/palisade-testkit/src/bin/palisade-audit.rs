@@ -75,9 +75,14 @@ struct Args {
     #[arg(long, requires = "login")]
     user: Option<String>,
 
-    /// That account's password; prefer PALISADE_AUDIT_PASSWORD (command
+    /// That account's password; prefer the `PALISADE_AUDIT_PASSWORD` variable (command
     /// lines are visible to other users of the machine).
-    #[arg(long, env = "PALISADE_AUDIT_PASSWORD", hide_env_values = true, requires = "user")]
+    #[arg(
+        long,
+        env = "PALISADE_AUDIT_PASSWORD",
+        hide_env_values = true,
+        requires = "user"
+    )]
     password: Option<String>,
 
     /// A register route (POST, same body template): the audit registers a
@@ -105,7 +110,7 @@ struct Args {
     #[arg(long)]
     protected: Option<String>,
 
-    /// A valid bearer token; prefer PALISADE_AUDIT_TOKEN (otherwise one is
+    /// A valid bearer token; prefer the `PALISADE_AUDIT_TOKEN` variable (otherwise one is
     /// obtained through the login).
     #[arg(long, env = "PALISADE_AUDIT_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -130,7 +135,11 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let target = match Target::url(&args.base_url) {
@@ -175,7 +184,12 @@ fn main() -> ExitCode {
     if let Some(path) = &args.jwt_secret_file {
         match std::fs::read(path) {
             Ok(key) => audit = audit.jwt_secret(key.trim_ascii()),
-            Err(e) => return usage(&format!("cannot read --jwt-secret-file {}: {e}", path.display())),
+            Err(e) => {
+                return usage(&format!(
+                    "cannot read --jwt-secret-file {}: {e}",
+                    path.display()
+                ));
+            }
         }
     }
     if !args.only.is_empty() {
@@ -188,7 +202,10 @@ fn main() -> ExitCode {
     }
     audit = audit.skip(&args.skip);
 
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("palisade-audit: cannot start the runtime: {e}");
@@ -201,5 +218,9 @@ fn main() -> ExitCode {
     } else {
         print!("{}", report.table());
     }
-    if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

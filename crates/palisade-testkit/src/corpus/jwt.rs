@@ -87,7 +87,8 @@ pub fn sign_hs(header: &Value, payload: &Value, key: &[u8]) -> Result<String, St
 /// The header and claims of `token`, without checking anything.
 pub fn decode(token: &str) -> Result<(Value, Value, String), String> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("not a JWS compact token (three dot-separated parts)".to_owned());
     };
@@ -109,6 +110,7 @@ fn random_key() -> Vec<u8> {
     key
 }
 
+#[allow(clippy::too_many_lines)] // one list of forgeries, read top to bottom
 /// Forgeries of `token` (a valid token the service accepts), at the Unix
 /// time `now`. With `secret` (the service's HMAC key), the time forgeries
 /// are signed exactly and a `control` that must be accepted is added.
@@ -128,16 +130,33 @@ pub fn forgeries(token: &str, secret: Option<&[u8]>, now: u64) -> Result<Vec<For
     let unsigned = |h: &Value, c: &Value| format!("{}.{}.", encode(h), encode(c));
     let keep_sig = |h: &Value, c: &Value| format!("{}.{}.{sig}", encode(h), encode(c));
     let wrong = random_key();
-    let hs_alg = if alg.starts_with("HS") { alg.clone() } else { "HS256".to_owned() };
+    let hs_alg = if alg.starts_with("HS") {
+        alg.clone()
+    } else {
+        "HS256".to_owned()
+    };
     let hs_header = with(header.clone(), "alg", json!(hs_alg));
     let mut out = Vec::new();
     let mut push = |name, description: String, token: String| {
-        out.push(Forgery { name, description, token, must_accept: false });
+        out.push(Forgery {
+            name,
+            description,
+            token,
+            must_accept: false,
+        });
     };
 
-    for (name, none) in [("alg-none", "none"), ("alg-None", "None"), ("alg-NONE", "NONE")] {
+    for (name, none) in [
+        ("alg-none", "none"),
+        ("alg-None", "None"),
+        ("alg-NONE", "NONE"),
+    ] {
         let h = with(header.clone(), "alg", json!(none));
-        push(name, format!("header alg `{none}`, signature removed"), unsigned(&h, &claims));
+        push(
+            name,
+            format!("header alg `{none}`, signature removed"),
+            unsigned(&h, &claims),
+        );
     }
     let h = with(header.clone(), "alg", json!("none"));
     push(
@@ -194,13 +213,20 @@ pub fn forgeries(token: &str, secret: Option<&[u8]>, now: u64) -> Result<Vec<For
         "claims `role: admin` and `admin: true` added, original signature kept".to_owned(),
         keep_sig(
             &header,
-            &with(with(claims.clone(), "role", json!("admin")), "admin", json!(true)),
+            &with(
+                with(claims.clone(), "role", json!("admin")),
+                "admin",
+                json!(true),
+            ),
         ),
     );
     push(
         "unknown-kid",
         "header kid set to an id the service never issued, original signature kept".to_owned(),
-        keep_sig(&with(header.clone(), "kid", json!("palisade-audit-unknown-kid")), &claims),
+        keep_sig(
+            &with(header.clone(), "kid", json!("palisade-audit-unknown-kid")),
+            &claims,
+        ),
     );
     push(
         "kid-injection",
@@ -208,7 +234,11 @@ pub fn forgeries(token: &str, secret: Option<&[u8]>, now: u64) -> Result<Vec<For
          reads its key from a file named by kid verifies it)"
             .to_owned(),
         sign_hs(
-            &with(hs_header.clone(), "kid", json!("../../../../../../dev/null")),
+            &with(
+                hs_header.clone(),
+                "kid",
+                json!("../../../../../../dev/null"),
+            ),
             &claims,
             b"",
         )?,
@@ -223,61 +253,78 @@ pub fn forgeries(token: &str, secret: Option<&[u8]>, now: u64) -> Result<Vec<For
         "jku-header",
         "header `jku` pointing at an attacker's key set, signed under a random key".to_owned(),
         sign_hs(
-            &with(hs_header.clone(), "jku", json!("http://palisade-audit.invalid/jwks.json")),
+            &with(
+                hs_header.clone(),
+                "jku",
+                json!("http://palisade-audit.invalid/jwks.json"),
+            ),
             &claims,
             &wrong,
         )?,
     );
 
     let expired = with(
-        with(with(claims.clone(), "exp", json!(now.saturating_sub(3_600))), "iat", json!(now.saturating_sub(7_200))),
+        with(
+            with(claims.clone(), "exp", json!(now.saturating_sub(3_600))),
+            "iat",
+            json!(now.saturating_sub(7_200)),
+        ),
         "nbf",
         json!(now.saturating_sub(7_200)),
     );
     let future = with(
-        with(with(claims.clone(), "nbf", json!(now + 3_600)), "iat", json!(now + 3_600)),
+        with(
+            with(claims.clone(), "nbf", json!(now + 3_600)),
+            "iat",
+            json!(now + 3_600),
+        ),
         "exp",
         json!(now + 7_200),
     );
-    match secret {
-        Some(key) => {
-            push(
-                "expired",
-                "`exp` an hour ago, signed with the service's own key".to_owned(),
-                sign_hs(&header, &expired, key)?,
-            );
-            push(
-                "future-nbf",
-                "`nbf` an hour ahead, signed with the service's own key".to_owned(),
-                sign_hs(&header, &future, key)?,
-            );
-            let issued = claims.get("iat").and_then(Value::as_u64).unwrap_or(now);
-            let fresh = with(with(with(claims.clone(), "iat", json!(issued)), "nbf", json!(issued)), "exp", json!(now + 600));
-            out.push(Forgery {
-                name: "control",
-                description: "the same claims re-signed with the given key: the service must \
+    if let Some(key) = secret {
+        push(
+            "expired",
+            "`exp` an hour ago, signed with the service's own key".to_owned(),
+            sign_hs(&header, &expired, key)?,
+        );
+        push(
+            "future-nbf",
+            "`nbf` an hour ahead, signed with the service's own key".to_owned(),
+            sign_hs(&header, &future, key)?,
+        );
+        let issued = claims.get("iat").and_then(Value::as_u64).unwrap_or(now);
+        let fresh = with(
+            with(
+                with(claims.clone(), "iat", json!(issued)),
+                "nbf",
+                json!(issued),
+            ),
+            "exp",
+            json!(now + 600),
+        );
+        out.push(Forgery {
+            name: "control",
+            description: "the same claims re-signed with the given key: the service must \
                               accept it, or the key is not the service's"
-                    .to_owned(),
-                token: sign_hs(&header, &fresh, key)?,
-                must_accept: true,
-            });
-        }
-        None => {
-            push(
-                "expired",
-                "`exp` an hour ago; without the service's key it is signed with a random key \
+                .to_owned(),
+            token: sign_hs(&header, &fresh, key)?,
+            must_accept: true,
+        });
+    } else {
+        push(
+            "expired",
+            "`exp` an hour ago; without the service's key it is signed with a random key \
                  (pass --jwt-secret-file for an exactly signed one)"
-                    .to_owned(),
-                sign_hs(&hs_header, &expired, &wrong)?,
-            );
-            push(
-                "future-nbf",
-                "`nbf` an hour ahead; without the service's key it is signed with a random key \
+                .to_owned(),
+            sign_hs(&hs_header, &expired, &wrong)?,
+        );
+        push(
+            "future-nbf",
+            "`nbf` an hour ahead; without the service's key it is signed with a random key \
                  (pass --jwt-secret-file for an exactly signed one)"
-                    .to_owned(),
-                sign_hs(&hs_header, &future, &wrong)?,
-            );
-        }
+                .to_owned(),
+            sign_hs(&hs_header, &future, &wrong)?,
+        );
     }
     Ok(out)
 }
