@@ -79,6 +79,10 @@ fn the_reference_backend_passes_every_check() {
 
 /// A bare axum hello-world on 127.0.0.1:0, served on its own thread.
 fn hello_world() -> SocketAddr {
+    serve(axum::Router::new().route("/", axum::routing::get(|| async { "hello" })))
+}
+
+fn serve(app: axum::Router) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -88,7 +92,6 @@ fn hello_world() -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
@@ -158,4 +161,25 @@ fn usage_errors_exit_2_without_sending_anything() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn redirects_are_reported_never_followed() {
+    // Another address the service points every client to.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let location = format!("http://{}/", elsewhere.local_addr().unwrap());
+    let app = axum::Router::new().fallback(move || {
+        let location = location.clone();
+        async move { (axum::http::StatusCode::FOUND, [("location", location)]) }
+    });
+    let addr = serve(app);
+    let out = audit(&[&format!("http://{addr}"), "--skip", "slowloris,rate-limit"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("302"));
+    // Nothing ever connected to the other address.
+    assert_eq!(
+        elsewhere.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
 }

@@ -1696,3 +1696,133 @@ fn header_names(res: &Response) -> Vec<String> {
     names.dedup();
     names
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(headers: &[(&str, &str)]) -> Response {
+        Response {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ];
+
+    fn with(name: &str, value: Option<&str>) -> Response {
+        let mut headers: Vec<(&str, &str)> =
+            GOOD.iter().copied().filter(|(n, _)| *n != name).collect();
+        if let Some(v) = value {
+            headers.push((name, v));
+        }
+        response(&headers)
+    }
+
+    #[test]
+    fn the_contract_headers_pass_and_each_weakening_is_named() {
+        assert_eq!(header_problems(&response(GOOD), Profile::Api), vec![]);
+        let named = |res: &Response, profile| {
+            header_problems(res, profile)
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        for (name, value, needle) in [
+            ("content-security-policy", None, "a Content-Security-Policy"),
+            (
+                "content-security-policy",
+                Some("default-src 'self'; script-src 'self' 'unsafe-inline'"),
+                "unsafe-inline",
+            ),
+            (
+                "strict-transport-security",
+                Some("max-age=86400"),
+                "max-age >= 31536000",
+            ),
+            ("strict-transport-security", None, "got none"),
+            ("x-content-type-options", Some("sniff"), "nosniff"),
+            ("referrer-policy", Some("unsafe-url"), "Referrer-Policy"),
+            ("cache-control", Some("public, max-age=60"), "no-store"),
+        ] {
+            let problems = named(&with(name, value), Profile::Api);
+            assert!(problems.contains(needle), "{name} {value:?}: {problems}");
+        }
+        // A nonce makes 'unsafe-inline' inert (CSP3); pages need no no-store.
+        let nonce = with(
+            "content-security-policy",
+            Some(
+                "default-src 'self'; script-src 'nonce-abc' 'unsafe-inline'; frame-ancestors 'none'",
+            ),
+        );
+        assert_eq!(named(&nonce, Profile::Api), "");
+        assert_eq!(named(&with("cache-control", None), Profile::Html), "");
+        // Framing: either header is enough, neither is a finding.
+        let no_xfo = with("x-frame-options", None);
+        assert_eq!(named(&no_xfo, Profile::Api), "");
+        let mut neither = with("x-frame-options", None);
+        neither
+            .headers
+            .retain(|(n, _)| n != "content-security-policy");
+        neither.headers.push((
+            "content-security-policy".to_owned(),
+            "default-src 'none'".to_owned(),
+        ));
+        assert!(named(&neither, Profile::Api).contains("framing"));
+    }
+
+    #[test]
+    fn leaks_and_outside_files_are_recognised() {
+        assert_eq!(
+            leak_in("thread 'tokio' panicked at src/main.rs:3:5"),
+            Some("a Rust panic message")
+        );
+        assert_eq!(
+            leak_in("error returned from database: (code: 1) SQLITE_ERROR"),
+            Some("a database name")
+        );
+        assert_eq!(leak_in(r#"{"title":"Not Found","status":404}"#), None);
+        assert_eq!(
+            outside_file("root:x:0:0:root:/root:/bin/bash\n"),
+            Some("/etc/passwd")
+        );
+        assert_eq!(
+            outside_file("; for 16-bit app support\n[fonts]\n"),
+            Some("win.ini")
+        );
+        assert!(outside_file(&format!("{CANARY_PREFIX}abc")).is_some());
+        assert_eq!(outside_file("hello"), None);
+    }
+
+    #[test]
+    fn the_traversal_sample_covers_every_family_and_stays_small() {
+        let sample = traversal_sample();
+        assert!((40..=100).contains(&sample.len()), "{}", sample.len());
+        for needle in ["%00", "%252e", "%c0%af", "\\", "%5c", "CON", "C:", "\\\\"] {
+            assert!(
+                sample.iter().any(|p| p.contains(needle)),
+                "no payload with {needle:?} in the sample"
+            );
+        }
+        assert!(sample.iter().any(|p| p.matches("../").count() >= 20));
+        assert!(sample.iter().all(|p| !corpus::TRAVERSAL_BENIGN.contains(p)));
+    }
+}

@@ -272,3 +272,53 @@ pub(crate) fn to_http(req: &Request, body: Body) -> Result<http::Request<Body>, 
         .body(body)
         .map_err(|e| format!("cannot build the request in process: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_http_with_an_optional_prefix() {
+        let t = Target::url("http://127.0.0.1:8080").unwrap();
+        assert_eq!(t.wire().unwrap().0, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(t.path("/health"), "/health");
+        let t = Target::url("http://127.0.0.1:9/api/").unwrap();
+        assert_eq!(t.path("/health"), "/api/health");
+        assert_eq!(t.describe(), "http://127.0.0.1:9/api");
+        assert_eq!(
+            Target::url("http://[::1]")
+                .unwrap()
+                .wire()
+                .unwrap()
+                .0
+                .port(),
+            80
+        );
+        for (bad, why) in [
+            ("https://127.0.0.1:1", "https is not supported"),
+            ("127.0.0.1:1", "expected http://"),
+            (
+                "http://user:pw@127.0.0.1:1",
+                "no query, fragment or user info",
+            ),
+            ("http://127.0.0.1:1/?x=1", "no query"),
+            ("http:///x", "no host"),
+        ] {
+            let err = Target::url(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn requests_the_http_crate_refuses_are_errors_in_process() {
+        let req = Request::get("/").header("x-a", "a\rb");
+        assert!(
+            to_http(&req, Body::empty())
+                .unwrap_err()
+                .contains("in process")
+        );
+        let req = to_http(&Request::get("/x").header("x-a", "1"), Body::empty()).unwrap();
+        assert_eq!(req.headers()["host"], "localhost");
+        assert_eq!(req.headers()["x-a"], "1");
+    }
+}

@@ -77,12 +77,7 @@ struct Args {
 
     /// That account's password; prefer the `PALISADE_AUDIT_PASSWORD` variable (command
     /// lines are visible to other users of the machine).
-    #[arg(
-        long,
-        env = "PALISADE_AUDIT_PASSWORD",
-        hide_env_values = true,
-        requires = "user"
-    )]
+    #[arg(long, env = "PALISADE_AUDIT_PASSWORD", hide_env_values = true)]
     password: Option<String>,
 
     /// A register route (POST, same body template): the audit registers a
