@@ -455,3 +455,38 @@ async fn the_jwt_check_catches_a_verifier_accepting_none_or_ignoring_expiry() {
     // The token never appears in a report.
     assert!(!result.to_string().contains(&valid_token()[..40]));
 }
+
+/// A service that fails instead of answering (an `Error` other than
+/// `Infallible`, and not `Sync`).
+#[derive(Clone)]
+struct Failing(std::marker::PhantomData<std::cell::Cell<()>>);
+
+impl tower_service::Service<axum::http::Request<axum::body::Body>> for Failing {
+    type Response = axum::http::Response<axum::body::Body>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: axum::http::Request<axum::body::Body>) -> Self::Future {
+        std::future::ready(Err(std::io::Error::other("backend down")))
+    }
+}
+
+#[tokio::test]
+async fn a_service_error_is_a_finding_not_a_crash() {
+    let result = run(
+        Audit::new(Target::service(Failing(std::marker::PhantomData))),
+        Check::SecurityHeaders,
+    )
+    .await;
+    assert_fails(
+        &result,
+        "returned an error instead of a response: backend down",
+    );
+}

@@ -1,12 +1,11 @@
 //! What the audit talks to: a running service at a base URL, or a tower
 //! service in process.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -34,7 +33,9 @@ type Call = dyn Fn(http::Request<Body>) -> Pin<Box<dyn Future<Output = Result<Re
 ///   the plain-HTTP listener behind the TLS terminator (inside the compose
 ///   network, or the pod's port).
 /// - [`Target::service`]: any `tower::Service<http::Request<axum::body::Body>>`
-///   (an axum `Router`, a layered stack) called in process, no network. Each
+///   (an axum `Router`, a layered or boxed stack) called in process, no
+///   network; a service error (instead of a response) is reported as a
+///   finding. Each
 ///   request carries axum's `ConnectInfo` with the peer `127.0.0.1:40000`, so
 ///   client-IP rules see a loopback client. Checks about the connection
 ///   itself (slow heads, the wire-level body limit) need a URL and are
@@ -108,20 +109,23 @@ impl Target {
     /// A tower service called in process.
     pub fn service<S, B>(service: S) -> Self
     where
-        S: tower_service::Service<
-                http::Request<Body>,
-                Response = http::Response<B>,
-                Error = Infallible,
-            > + Clone
+        S: tower_service::Service<http::Request<Body>, Response = http::Response<B>>
+            + Clone
             + Send
-            + Sync
             + 'static,
+        S::Error: fmt::Display,
         S::Future: Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // A mutex only to clone from, so services that are not `Sync`
+        // (boxed stacks) can be audited too.
+        let service = Mutex::new(service);
         let call = move |mut req: http::Request<Body>| {
-            let mut svc = service.clone();
+            let mut svc = service
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(SocketAddr::from((
                     [127, 0, 0, 1],
@@ -129,8 +133,12 @@ impl Target {
                 ))));
             let fut: Pin<Box<dyn Future<Output = Result<Response, String>> + Send>> =
                 Box::pin(async move {
-                    let Ok(()) = std::future::poll_fn(|cx| svc.poll_ready(cx)).await;
-                    let Ok(res) = svc.call(req).await;
+                    std::future::poll_fn(|cx| svc.poll_ready(cx))
+                        .await
+                        .map_err(|e| format!("the service is not ready: {e}"))?;
+                    let res = svc.call(req).await.map_err(|e| {
+                        format!("the service returned an error instead of a response: {e}")
+                    })?;
                     let (parts, body) = res.into_parts();
                     let body = http_body_util::Limited::new(body, MAX_BODY)
                         .collect()
