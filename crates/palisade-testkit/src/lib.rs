@@ -1,5 +1,11 @@
 //! Security assertions and attack corpora any service can run in its own
-//! tests.
+//! tests, and `palisade-audit`, the command that checks a running service
+//! from CI (`cargo install palisade-testkit`; `palisade-audit --help`).
+//!
+//! Features: `cli` (default) builds the command and pulls `clap`; `audit`
+//! gives the checks as a library. In `[dev-dependencies]`,
+//! `default-features = false, features = ["audit"]` leaves the argument
+//! parser out.
 //!
 //! - [`http`]: a raw HTTP/1.1 client that sends exactly the bytes it is given,
 //!   for malformed and hostile requests that ordinary clients refuse to build;

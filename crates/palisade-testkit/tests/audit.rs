@@ -355,6 +355,31 @@ async fn the_traversal_check_catches_a_path_join_without_rules() {
     assert_eq!(litter, ["root"]);
 }
 
+#[tokio::test]
+async fn payloads_a_rate_limit_answered_do_not_count_as_tested() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let limited = file_service(dir.path().to_owned(), true).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let served = served.clone();
+            async move {
+                if served.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 20 {
+                    return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "60")])
+                        .into_response();
+                }
+                next.run(req).await
+            }
+        },
+    ));
+    let audit = Audit::new(Target::service(limited))
+        .files("/files")
+        .token("unused");
+    assert_fails(
+        &run(audit, Check::FileTraversal).await,
+        "a 429 tests nothing",
+    );
+}
+
 // ---- JWT -----------------------------------------------------------------
 
 const KEY: &[u8] = b"an audit test key of at least 32 bytes";

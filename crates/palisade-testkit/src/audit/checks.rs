@@ -1059,6 +1059,9 @@ impl<'a> Ctx<'a> {
                 );
                 continue;
             }
+            if res.status == 429 {
+                unanswered(log, &put, &res);
+            }
             if !(200..300).contains(&res.status) {
                 continue;
             }
@@ -1125,7 +1128,9 @@ impl<'a> Ctx<'a> {
                     continue;
                 }
             };
-            if res.status >= 500 {
+            if res.status == 429 {
+                unanswered(log, &req, &res);
+            } else if res.status >= 500 {
                 log.fail(
                     show_req(&req),
                     show_res(&res, &[]),
@@ -1466,6 +1471,17 @@ impl<'a> Ctx<'a> {
              reference backend), answering 429 with Retry-After",
         );
     }
+}
+
+/// A payload a rate limit answered was not tested: the check cannot pass on
+/// it.
+fn unanswered(log: &mut Log, req: &Request, res: &Response) {
+    log.fail(
+        show_req(req),
+        show_res(res, &["retry-after"]),
+        "an answer to the payload itself (a 429 tests nothing)",
+        "raise the audit account's request limit, or run file-traversal on its own (--only)",
+    );
 }
 
 /// A 5xx or an echo of the marker is unsafe.
