@@ -162,6 +162,32 @@ async fn header_and_request_id_checks_pass_once_the_service_sets_them() {
     );
 }
 
+#[tokio::test]
+async fn the_body_limit_check_catches_a_service_that_reads_bodies_whole() {
+    let handler = post(|body: Bytes| async move { format!("{} bytes", body.len()) });
+    let limited = Router::new()
+        .route("/upload", handler.clone())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(1 << 20));
+    let audit = |app: Router| Audit::new(Target::service(app)).body_path("/upload");
+    let result = run(audit(limited), Check::BodyLimit).await;
+    result.assert_passed();
+    assert!(
+        result.notes.iter().any(|n| n.contains("streamed")),
+        "{result}"
+    );
+
+    // No limit at all: the declared body is awaited, the stream read whole.
+    let unlimited = Router::new()
+        .route("/upload", handler)
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let result = run(audit(unlimited), Check::BodyLimit).await;
+    assert_fails(&result, "waiting for the rest of the body");
+    assert_fails(
+        &result,
+        "200 | content-type: text/plain; charset=utf-8 | body: 33554432 bytes",
+    );
+}
+
 // ---- login ---------------------------------------------------------------
 
 const USER: &str = "owner@example.com";

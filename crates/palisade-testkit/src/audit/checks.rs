@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -156,6 +158,15 @@ fn retry_after(res: &Response) -> Option<&str> {
         v.parse::<u64>().is_ok() || (v.len() > 20 && v.ends_with("GMT"))
     })
 }
+
+/// The body length the declared-body probe announces.
+const DECLARED: u64 = 1 << 30;
+/// What it sends of it.
+const FIRST: usize = 64 << 10;
+/// The most the streamed probe sends.
+const STREAMED: usize = 32 << 20;
+/// Its chunk size.
+const CHUNK: usize = 64 << 10;
 
 const CANARY_PREFIX: &str = "palisade-audit canary ";
 
@@ -618,64 +629,135 @@ impl<'a> Ctx<'a> {
     }
 
     async fn body_limit(&mut self, log: &mut Log) {
-        const DECLARED: u64 = 1 << 30;
-        const SENT: usize = 64 << 10;
         let path = self.target().path(&self.body_route());
-        let sent = format!(
-            "POST {path} | content-type: application/json | content-length: {DECLARED} | then {SENT} bytes of body, and no more"
-        );
         let fix = "refuse a Content-Length above the route's limit with 413 before reading, and \
                    stop streamed bodies at the limit (palisade-http's body limit; axum's \
                    DefaultBodyLimit only applies to extractors)";
+        let sent = format!(
+            "POST {path} | content-type: application/json | content-length: {DECLARED} | then \
+             {FIRST} bytes of body, and no more"
+        );
         let expected = "413 Payload Too Large, answered before the rest of the body is sent";
-        let answer = if let Some((addr, authority)) = self.target().wire() {
-            let head = format!(
-                "POST {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {DECLARED}\r\n\r\n"
-            );
-            tokio::task::spawn_blocking(move || -> Result<Response, String> {
-                let mut stream = http::connect(addr).map_err(|e| describe_io(&e))?;
-                let mut bytes = head.into_bytes();
-                bytes.extend(std::iter::repeat_n(b' ', SENT));
-                // The server may answer and close before reading it all.
-                let _ = stream.write_all(&bytes);
-                http::read_response(&mut stream).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
-                        "no answer within {} s: the server is waiting for the rest of the body",
-                        http::READ_TIMEOUT.as_secs()
-                    ),
-                    _ => describe_io(&e),
-                })
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
-        } else {
-            let first = bytes::Bytes::from(vec![b' '; SENT]);
-            let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
-                .chain(futures_util::stream::pending());
-            let req = to_http(
-                &Request::post(&path)
-                    .header("content-type", "application/json")
-                    .header("content-length", &DECLARED.to_string()),
-                Body::from_stream(stream),
-            );
-            match req {
-                Ok(req) => match self.target().send_http(req).await {
-                    Some(res) => res.map_err(|e| {
-                        format!("{e}: the service is waiting for the rest of the body")
-                    }),
-                    None => Err("unreachable: not in process".to_owned()),
-                },
-                Err(e) => Err(e),
-            }
-        };
-        match answer {
+        match self.declared_body(&path).await {
             Ok(res) if res.status == 413 => {
-                log.note(format!("413 after {SENT} of {DECLARED} declared bytes"));
+                log.note(format!("413 after {FIRST} of {DECLARED} declared bytes"));
             }
             Ok(res) => log.fail(sent, show_res(&res, &[]), expected, fix),
             Err(e) => log.fail(sent, e, expected, fix),
         }
+        let sent = format!(
+            "POST {path} | content-type: application/json | transfer-encoding: chunked | \
+             64 KiB chunks, up to {STREAMED} bytes"
+        );
+        let expected = "413 once the stream passes the limit, before it ends";
+        match self.streamed_body(&path).await {
+            Ok((res, bytes)) if res.status == 413 && bytes < STREAMED => {
+                log.note(format!("413 after {bytes} streamed bytes"));
+            }
+            Ok((res, bytes)) => log.fail(
+                sent,
+                format!("{} after {bytes} bytes were sent", show_res(&res, &[])),
+                expected,
+                fix,
+            ),
+            Err(e) => log.fail(sent, e, expected, fix),
+        }
+    }
+
+    /// A declared 1 GiB body of which only the first 64 KiB come.
+    async fn declared_body(&self, path: &str) -> Result<Response, String> {
+        let Some((addr, authority)) = self.target().wire() else {
+            let first = bytes::Bytes::from(vec![b' '; FIRST]);
+            let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+                .chain(futures_util::stream::pending());
+            let req = to_http(
+                &Request::post(path)
+                    .header("content-type", "application/json")
+                    .header("content-length", &DECLARED.to_string()),
+                Body::from_stream(stream),
+            )?;
+            return match self.target().send_http(req).await {
+                Some(res) => {
+                    res.map_err(|e| format!("{e}: the service is waiting for the rest of the body"))
+                }
+                None => Err("not an in-process target".to_owned()),
+            };
+        };
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {DECLARED}\r\n\r\n"
+        );
+        tokio::task::spawn_blocking(move || -> Result<Response, String> {
+            let mut stream = http::connect(addr).map_err(|e| describe_io(&e))?;
+            let mut bytes = head.into_bytes();
+            bytes.extend(std::iter::repeat_n(b' ', FIRST));
+            // The server may answer and close before reading it all.
+            let _ = stream.write_all(&bytes);
+            http::read_response(&mut stream).map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                    "no answer within {} s: the server is waiting for the rest of the body",
+                    http::READ_TIMEOUT.as_secs()
+                ),
+                _ => describe_io(&e),
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// A chunked body of up to 32 MiB; the answer and how much was sent
+    /// before it came.
+    async fn streamed_body(&self, path: &str) -> Result<(Response, usize), String> {
+        let Some((addr, authority)) = self.target().wire() else {
+            let produced = Arc::new(AtomicUsize::new(0));
+            let counter = produced.clone();
+            let piece = bytes::Bytes::from(vec![b' '; CHUNK]);
+            let stream = futures_util::stream::iter(0..STREAMED / CHUNK).map(move |_| {
+                counter.fetch_add(CHUNK, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(piece.clone())
+            });
+            let req = to_http(
+                &Request::post(path).header("content-type", "application/json"),
+                Body::from_stream(stream),
+            )?;
+            return match self.target().send_http(req).await {
+                Some(res) => res.map(|r| (r, produced.load(Ordering::SeqCst))),
+                None => Err("not an in-process target".to_owned()),
+            };
+        };
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        tokio::task::spawn_blocking(move || -> Result<(Response, usize), String> {
+            let mut stream = http::connect(addr).map_err(|e| describe_io(&e))?;
+            stream
+                .write_all(head.as_bytes())
+                .map_err(|e| describe_io(&e))?;
+            let chunk = http::chunk(&vec![b' '; CHUNK]);
+            let mut sent = 0;
+            let mut peek = [0u8; 1];
+            while sent < STREAMED {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+                sent += CHUNK;
+                // Stop as soon as the server answers: writing on would make
+                // it reset the connection and lose the answer.
+                stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let early = stream.peek(&mut peek);
+                stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+                match early {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => break,
+                }
+            }
+            if sent >= STREAMED {
+                let _ = stream.write_all(b"0\r\n\r\n");
+            }
+            let res = http::read_response(&mut stream).map_err(|e| describe_io(&e))?;
+            Ok((res, sent))
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     async fn slowloris(&mut self, log: &mut Log) {

@@ -67,7 +67,7 @@ pub enum Check {
     /// comes with credentials.
     Cors,
     /// A body declared far above any limit is refused with 413 before it is
-    /// sent.
+    /// sent; a chunked one is cut with 413 at the limit.
     BodyLimit,
     /// A request head trickled byte by byte is cut within a bound.
     Slowloris,
@@ -156,8 +156,8 @@ impl Check {
                  with credentials"
             }
             Self::BodyLimit => {
-                "a declared 1 GiB body gets 413 after 64 KiB were sent: the server does not read \
-                 bodies whole"
+                "a declared 1 GiB body gets 413 after 64 KiB were sent, a chunked one 413 before \
+                 32 MiB: the server does not read bodies whole"
             }
             Self::Slowloris => "a request head trickled one line a second is cut within the bound",
             Self::UnsafeMethods => "TRACE and an unknown method: no 5xx, no echo of the request",
