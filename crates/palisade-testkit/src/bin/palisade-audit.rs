@@ -97,7 +97,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     login_limit: u32,
 
-    /// The file route prefix (PUT/GET/DELETE <prefix>/<path>), e.g. /files.
+    /// The file route prefix (PUT/GET/DELETE PREFIX/PATH), e.g. /files.
     #[arg(long)]
     files: Option<String>,
 
