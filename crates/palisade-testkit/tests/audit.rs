@@ -289,7 +289,18 @@ async fn the_lockout_check_catches_a_service_without_one() {
     let result = run(login_audit(safe), Check::LoginLockout).await;
     result.assert_passed();
     assert!(
-        !result.notes.iter().any(|n| n.contains("cannot tell")),
+        result
+            .notes
+            .iter()
+            .any(|n| n.contains("was the account's lockout")),
+        "{result}"
+    );
+    // With the per-client limit at the threshold, the note says the check
+    // cannot tell which protection answered.
+    let result = run(login_audit(SAFE), Check::LoginLockout).await;
+    result.assert_passed();
+    assert!(
+        result.notes.iter().any(|n| n.contains("cannot tell")),
         "{result}"
     );
     let off = Protections {

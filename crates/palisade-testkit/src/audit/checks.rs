@@ -1449,9 +1449,26 @@ impl<'a> Ctx<'a> {
                  password included, after the threshold (palisade-auth's Lockout)",
             ),
             Ok(res) => {
-                log.note(format!("failures answered {statuses:?}; the correct password then {}", res.status));
-                if statuses.contains(&429) {
-                    log.note("a rate limit answered some failures too: from one address the check cannot tell the lockout from the per-IP limit");
+                log.note(format!(
+                    "failures answered {statuses:?}; the correct password then {}",
+                    res.status
+                ));
+                // Which protection refused: a login for another account from
+                // the same address right after tells the per-IP limit (also
+                // refused) from the account's lockout (answered normally).
+                let other = format!("palisade-audit-nobody-control-{}@example.com", self.tag);
+                match self.send_once(&self.login_req(&other, &wrong)).await {
+                    Ok(control) if control.status == 429 => log.note(
+                        "another account's login from this address is refused too: the per-IP \
+                         login limit answered, so from one address the check cannot tell whether \
+                         the lockout would have",
+                    ),
+                    Ok(control) => log.note(format!(
+                        "another account's login from this address is answered {}: the refusal \
+                         was the account's lockout",
+                        control.status
+                    )),
+                    Err(_) => {}
                 }
             }
             Err(e) => log.fail(sent, e, "an answer", "the service must answer"),

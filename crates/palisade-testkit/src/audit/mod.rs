@@ -179,9 +179,9 @@ impl Check {
                  and headers (timing is not measured)"
             }
             Self::LoginLockout => {
-                "after the configured failures the correct password is refused (from one address \
-                 a per-IP login limit at or below the threshold refuses too; the check then \
-                 cannot tell which protection did)"
+                "after the configured failures the correct password is refused (a login for \
+                 another account right after tells the lockout from a per-IP limit, whose \
+                 refusal from one address leaves the lockout unproven: the notes say which)"
             }
             Self::LoginRateLimit => {
                 "login attempts for fresh unknown accounts meet 429 with Retry-After within the \
