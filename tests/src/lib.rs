@@ -35,35 +35,55 @@ pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("PALISADE_BACKEND_BIN") {
-            return PathBuf::from(path);
-        }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the tests package lives inside the workspace");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let output = Command::new(cargo)
-            .current_dir(workspace)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "reference-backend",
-                "--bin",
-                "reference-backend",
-                "--message-format=json",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(output.status.success(), "building reference-backend failed");
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|m| m["target"]["name"] == "reference-backend")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the reference-backend executable")
+        std::env::var_os("PALISADE_BACKEND_BIN").map_or_else(
+            || cargo_build("reference-backend", "reference-backend"),
+            PathBuf::from,
+        )
     })
+}
+
+/// The `palisade-audit` binary, built on first use (or
+/// `PALISADE_AUDIT_BIN`).
+///
+/// # Panics
+///
+/// When the binary cannot be built.
+pub fn audit_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var_os("PALISADE_AUDIT_BIN").map_or_else(
+            || cargo_build("palisade-testkit", "palisade-audit"),
+            PathBuf::from,
+        )
+    })
+}
+
+fn cargo_build(package: &str, bin: &str) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package lives inside the workspace");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "building {bin} failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reports the {bin} executable"))
 }
 
 fn command(data_dir: &Path, env: &[(&str, &str)]) -> Command {

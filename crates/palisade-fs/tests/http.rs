@@ -94,7 +94,6 @@ const NOT_IN_URI: &AsciiSet = &CONTROLS
 async fn corpus_through_http_never_escapes_nor_fails_with_5xx() {
     let farm = Farm::new();
     let rules = PathRules::new();
-    let corpus = include_str!("data/traversal.txt");
     let mut sent = 0;
     for (config, root) in farm.roots() {
         let app = Router::new()
@@ -103,10 +102,7 @@ async fn corpus_through_http_never_escapes_nor_fails_with_5xx() {
                 get(get_file).put(put_file).delete(delete_file),
             )
             .with_state(Files { root });
-        for line in corpus
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
+        for line in palisade_testkit::corpus::traversal() {
             let target = format!("/files/{}", utf8_percent_encode(line, NOT_IN_URI));
             let Ok(uri) = target.parse::<Uri>() else {
                 continue;

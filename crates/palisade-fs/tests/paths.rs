@@ -7,31 +7,15 @@ use common::Farm;
 use palisade_fs::{FsError, PathRules};
 use proptest::prelude::*;
 
-/// The payload lines of `tests/data/traversal.txt` (comments and blank lines
-/// dropped; trailing spaces are part of payloads and kept).
+/// The payload lines of palisade-testkit's traversal corpus.
 fn corpus() -> Vec<String> {
-    include_str!("data/traversal.txt")
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
+    palisade_testkit::corpus::traversal()
         .map(str::to_owned)
         .collect()
 }
 
 /// The benign lines at the end of the corpus: the rules must accept them.
-const BENIGN: &[&str] = &[
-    "report.pdf",
-    "photos/2024/cat.png",
-    "notes/today.txt",
-    "a%20b.txt",
-    "%e6%97%a5%e6%9c%ac.txt",
-    "100%25.txt",
-    "COM10.txt",
-    "console.log",
-    "nullable.txt",
-    "lpt.txt",
-    "a.b.c",
-    "x/y/z.md",
-];
+const BENIGN: &[&str] = palisade_testkit::corpus::TRAVERSAL_BENIGN;
 
 #[test]
 fn corpus_is_large_and_every_attack_is_refused() {

@@ -116,6 +116,26 @@ impl Request {
         self
     }
 
+    /// The method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request target (path and query).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The headers added so far, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
     /// The bytes this request puts on the wire.
     pub fn to_bytes(&self, addr: SocketAddr) -> Vec<u8> {
         let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.target).into_bytes();

@@ -1,8 +1,17 @@
 //! Security assertions and attack corpora any service can run in its own
-//! tests.
+//! tests, and `palisade-audit`, the command that checks a running service
+//! from CI (`cargo install palisade-testkit`; `palisade-audit --help`).
+//!
+//! Features: `cli` (default) builds the command and pulls `clap`; `audit`
+//! gives the checks as a library. In `[dev-dependencies]`,
+//! `default-features = false, features = ["audit"]` leaves the argument
+//! parser out.
 //!
 //! - [`http`]: a raw HTTP/1.1 client that sends exactly the bytes it is given,
 //!   for malformed and hostile requests that ordinary clients refuse to build;
+//! - `audit` (feature `audit`): the security checks of `palisade-audit`
+//!   as assertions, against an in-process tower service or a base URL;
+//! - [`corpus`]: attack corpora (path traversal, request ids, JWT forgeries);
 //! - [`logs`]: an in-memory writer to capture and search log output;
 //! - [`redis`]: a real, throwaway `redis-server` on a unix socket, for tests of
 //!   anything that keeps its state in Redis (rate limits, lockouts, revoked
@@ -23,6 +32,9 @@
 //! redis.ping().unwrap();
 //! ```
 
+#[cfg(feature = "audit")]
+pub mod audit;
+pub mod corpus;
 mod error;
 pub mod http;
 pub mod logs;

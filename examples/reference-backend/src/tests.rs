@@ -336,7 +336,7 @@ mod files_corpus {
     use palisade::store::{MemoryStore, Store};
     use std::sync::Arc;
 
-    /// The traversal corpus of palisade-fs through the real router, with
+    /// The traversal corpus of palisade-testkit through the real router, with
     /// the limits' clock moved between requests so they never interfere.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_corpus_payload_escapes_the_users_root_or_causes_a_5xx() {
@@ -391,13 +391,9 @@ mod files_corpus {
         let tokens: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let token = tokens["access_token"].as_str().unwrap().to_owned();
 
-        let corpus = include_str!("../../../crates/palisade-fs/tests/data/traversal.txt");
         let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
         let mut requests = 0;
-        for line in corpus
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
+        for line in palisade_testkit::corpus::traversal() {
             for method in ["GET", "PUT", "DELETE"] {
                 clock.advance(Duration::from_secs(2));
                 let Some(fut) = send(method, &format!("/files/{line}"), Some(&token), "payload")
