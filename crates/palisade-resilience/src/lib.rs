@@ -6,4 +6,5 @@
 //! time overruns its schedule. This crate gives each of those one answer.
 
 pub mod backoff;
+pub mod bulkhead;
 pub mod supervisor;
