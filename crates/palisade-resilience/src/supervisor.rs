@@ -22,7 +22,7 @@
 //! | missed ticks (periodic) | [`MissedTicks::Skip`] | [`Task::missed_ticks`] |
 //!
 //! An error, a panic (caught; its message redacted as
-//! [`PanicMessage`](palisade_core::panic_message::PanicMessage) does) and an
+//! [`PanicMessage`] does) and an
 //! attempt timeout are all failures. The restart delay after the `n`-th
 //! failure still in the budget window is drawn from `[0, min(cap, base ·
 //! 2ⁿ⁻¹)]`, so a task that stops failing also stops backing off once its old
