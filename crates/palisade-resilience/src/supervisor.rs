@@ -827,7 +827,11 @@ impl Run {
     }
 
     /// Runs one attempt: panics caught, bounded by the attempt timeout.
+    /// None starts once the task is cancelled.
     async fn attempt(&mut self) -> Outcome {
+        if self.entry.token.is_cancelled() {
+            return Outcome::Cancelled;
+        }
         let attempt = {
             let mut p = self.progress();
             p.attempts += 1;

@@ -457,11 +457,18 @@ async fn shutdown_cancels_every_task_and_names_those_that_miss_the_deadline() {
     }
     assert_eq!(supervisor.status("consumer").unwrap().failures, 0);
 
-    // Spawned after shutdown: stops at once.
+    // Spawned after shutdown: stops at once, without running.
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
     supervisor
-        .spawn(Task::new("late", |_| async { Ok::<(), String>(()) }))
+        .spawn(Task::new("late", move |_| {
+            r.store(true, Ordering::SeqCst);
+            async { Ok::<(), String>(()) }
+        }))
         .unwrap();
     wait_for(&supervisor, "late", TaskState::Stopped).await;
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(supervisor.status("late").unwrap().attempts, 0);
 }
 
 #[tokio::test(start_paused = true)]
