@@ -53,6 +53,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -208,7 +209,8 @@ pub enum ItemOutcome<R, E> {
     Done(R),
     /// It returned `Err`.
     Failed(E),
-    /// Its task panicked (or was aborted by the runtime shutting down).
+    /// It panicked, building its future or in it (or its task was aborted
+    /// by the runtime shutting down).
     Panicked,
     /// The batch was cancelled before it started.
     NotStarted,
@@ -287,8 +289,15 @@ where
         while running.len() < max_in_flight && !token.is_cancelled() {
             let Some(item) = items.next() else { break };
             let index = outcomes.len();
+            // A panic while building the item's future counts like one in it.
+            let Ok(future) =
+                std::panic::catch_unwind(AssertUnwindSafe(|| work(item, token.clone())))
+            else {
+                outcomes.push(Some(ItemOutcome::Panicked));
+                continue;
+            };
             outcomes.push(None);
-            let task = AbortOnDropHandle::new(palisade_telemetry::spawn(work(item, token.clone())));
+            let task = AbortOnDropHandle::new(palisade_telemetry::spawn(future));
             running.push(async move { (index, task.await) });
         }
         let Some((index, result)) = running.next().await else {

@@ -75,17 +75,22 @@ async fn for_each_bounded_never_has_more_than_n_in_flight() {
 
 #[tokio::test]
 async fn errors_and_panics_are_collected_per_item_and_stop_nothing() {
-    let report = for_each_bounded(0..30u32, 4, &CancellationToken::new(), |i, _| async move {
-        assert!(i != 13, "item 13 panics");
-        if i % 7 == 3 {
-            Err(format!("item {i} failed"))
-        } else {
-            Ok(i)
+    let report = for_each_bounded(0..30u32, 4, &CancellationToken::new(), |i, _| {
+        assert!(i != 20, "item 20 panics before it is a future");
+        async move {
+            assert!(i != 13, "item 13 panics");
+            if i % 7 == 3 {
+                Err(format!("item {i} failed"))
+            } else {
+                Ok(i)
+            }
         }
     })
     .await;
     assert_eq!(report.outcomes.len(), 30);
     assert_eq!(report.outcomes[13], ItemOutcome::Panicked);
+    assert_eq!(report.outcomes[20], ItemOutcome::Panicked);
+    assert_eq!(report.outcomes[21], ItemOutcome::Done(21));
     let errors: Vec<(usize, String)> = report.errors().map(|(i, e)| (i, e.clone())).collect();
     assert_eq!(
         errors,
@@ -96,8 +101,8 @@ async fn errors_and_panics_are_collected_per_item_and_stop_nothing() {
             (24, "item 24 failed".to_owned())
         ]
     );
-    assert_eq!(report.failed(), 5);
-    assert_eq!(report.succeeded(), 25);
+    assert_eq!(report.failed(), 6);
+    assert_eq!(report.succeeded(), 24);
     assert_eq!(report.not_started(), 0);
     assert_eq!(report.outcomes[29], ItemOutcome::Done(29));
 }
