@@ -15,9 +15,13 @@
 //! A [`Bulkhead`] is shared between callers (requests, jobs) that use one
 //! scarce resource: at most `max_in_flight` run, at most `max_queued` wait
 //! (optionally for a bounded time), and the rest are refused at once with
-//! [`Rejected::QueueFull`] instead of piling up. Put it in front of the
-//! outbound stack when calls must be refused rather than queued without bound
-//! (`tower::limit::ConcurrencyLimit` queues every caller).
+//! [`Rejected::QueueFull`] instead of piling up. [`BulkheadLayer`] puts one
+//! in front of any tower service (the first step of an outbound stack), so
+//! calls are refused rather than queued without bound
+//! (`tower::limit::ConcurrencyLimit` queues every caller): a call that finds
+//! a free slot costs no allocation; one that must queue is boxed. The slot is
+//! held until the inner service's response future completes (for HTTP: the
+//! response head, not the body).
 //!
 //! # Example
 //!
@@ -48,14 +52,30 @@
 //! assert_eq!(bulkhead.run(async { "third" }).await, Err(Rejected::QueueFull));
 //! drop(first);
 //! assert_eq!(waiting.await.unwrap(), Ok("second"));
+//!
+//! // The same in front of a tower service: refused calls fail with `Rejected`.
+//! use tower::{Layer, ServiceExt, service_fn};
+//! use palisade_resilience::bulkhead::BulkheadLayer;
+//!
+//! let full = Bulkhead::new(1, 0).unwrap();
+//! let held = full.acquire().await.unwrap();
+//! let api = BulkheadLayer::new(full).layer(service_fn(|name: &'static str| async move {
+//!     Ok::<_, std::io::Error>(format!("hello {name}"))
+//! }));
+//! let err = api.clone().oneshot("ada").await.unwrap_err();
+//! assert_eq!(err.downcast_ref::<Rejected>(), Some(&Rejected::QueueFull));
+//! drop(held);
+//! assert_eq!(api.oneshot("ada").await.unwrap(), "hello ada");
 //! # });
 //! ```
 
 use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -64,6 +84,11 @@ use palisade_core::ConfigError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The error of a [`BulkheadService`]: [`Rejected`] or the inner service's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a [`Bulkhead`] refused work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,13 +172,21 @@ impl Bulkhead {
         self
     }
 
+    /// A free slot now, or `None` (no waiting, the queue untouched).
+    pub fn try_acquire(&self) -> Option<BulkheadPermit> {
+        Arc::clone(&self.inner.permits)
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| BulkheadPermit { _permit: permit })
+    }
+
     /// A slot: at once when one is free, after waiting in the queue when the
     /// queue has room, else refused.
     pub async fn acquire(&self) -> Result<BulkheadPermit, Rejected> {
-        let inner = &self.inner;
-        if let Ok(permit) = Arc::clone(&inner.permits).try_acquire_owned() {
-            return Ok(BulkheadPermit { _permit: permit });
+        if let Some(permit) = self.try_acquire() {
+            return Ok(permit);
         }
+        let inner = &self.inner;
         let max_queued = inner.max_queued;
         inner
             .queued
@@ -191,6 +224,131 @@ impl Bulkhead {
     /// Callers waiting for a slot now.
     pub fn queued(&self) -> usize {
         self.inner.queued.load(Ordering::Acquire)
+    }
+}
+
+/// Puts a [`Bulkhead`] in front of a service. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct BulkheadLayer {
+    bulkhead: Bulkhead,
+}
+
+impl BulkheadLayer {
+    /// Calls through the layered services share `bulkhead` (clone it to
+    /// share it with other work too).
+    pub fn new(bulkhead: Bulkhead) -> Self {
+        Self { bulkhead }
+    }
+}
+
+impl<S> Layer<S> for BulkheadLayer {
+    type Service = BulkheadService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BulkheadService {
+            inner,
+            bulkhead: self.bulkhead.clone(),
+        }
+    }
+}
+
+/// A service whose calls take a slot of a [`Bulkhead`] first.
+#[derive(Debug, Clone)]
+pub struct BulkheadService<S> {
+    inner: S,
+    bulkhead: Bulkhead,
+}
+
+impl<S, Req> Service<Req> for BulkheadService<S>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    Req: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        if let Some(permit) = self.bulkhead.try_acquire() {
+            return ResponseFuture {
+                state: State::Admitted {
+                    future: self.inner.call(req),
+                    permit: Some(permit),
+                },
+            };
+        }
+        // Wait in the queue with the service made ready by `poll_ready`,
+        // leaving a clone in its place (tower's pattern for deferred calls).
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let bulkhead = self.bulkhead.clone();
+        ResponseFuture {
+            state: State::Queued {
+                future: Box::pin(async move {
+                    let _permit = bulkhead.acquire().await?;
+                    ready.call(req).await.map_err(Into::into)
+                }),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of a [`BulkheadService`].
+    pub struct ResponseFuture<F, T> {
+        #[pin]
+        state: State<F, T>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, T> {
+        // A slot was free: the inner call runs, holding it.
+        Admitted {
+            #[pin]
+            future: F,
+            permit: Option<BulkheadPermit>,
+        },
+        // Waiting in the queue, then the inner call.
+        Queued {
+            future: Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>,
+        },
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F, T>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Admitted { future, permit } => {
+                let output = ready!(future.poll(cx));
+                // The slot is free as soon as the response is.
+                permit.take();
+                Poll::Ready(output.map_err(Into::into))
+            }
+            StateProj::Queued { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, T> fmt::Debug for ResponseFuture<F, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.state {
+            State::Admitted { .. } => "ResponseFuture(admitted)",
+            State::Queued { .. } => "ResponseFuture(queued)",
+        })
     }
 }
 

@@ -245,3 +245,55 @@ fn a_bulkhead_needs_a_slot() {
     );
     assert!(Bulkhead::new(1, 0).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_layer_admits_queues_and_refuses_like_its_bulkhead() {
+    use tower::{Layer, ServiceExt, service_fn};
+    for _ in 0..10 {
+        let bulkhead = Bulkhead::new(2, 1).unwrap();
+        let gauge = Gauge::default();
+        let (release, released) = tokio::sync::watch::channel(false);
+        let g = gauge.clone();
+        let service = BulkheadLayer::new(bulkhead.clone()).layer(service_fn(move |i: usize| {
+            let (g, mut released) = (g.clone(), released.clone());
+            async move {
+                g.enter();
+                let _ = released.wait_for(|r| *r).await;
+                jitter(i).await;
+                g.leave();
+                if i == 0 {
+                    Err(std::io::Error::other("inner failure"))
+                } else {
+                    Ok(i)
+                }
+            }
+        }));
+        let calls: Vec<_> = (0..10)
+            .map(|i| tokio::spawn(service.clone().oneshot(i)))
+            .collect();
+        // 2 in flight, 1 queued, the other 7 refused at once.
+        while calls.iter().filter(|c| c.is_finished()).count() < 7 || bulkhead.queued() < 1 {
+            assert!(gauge.now.load(Ordering::SeqCst) <= 2);
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(bulkhead.in_flight(), 2);
+        release.send_replace(true);
+        let (mut served, mut refused, mut failed) = (0, 0, 0);
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(_) => served += 1,
+                Err(e) if e.downcast_ref::<Rejected>() == Some(&Rejected::QueueFull) => {
+                    refused += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.to_string(), "inner failure");
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!(served + failed, 3);
+        assert_eq!(refused, 7);
+        assert_eq!(gauge.most(), 2);
+        assert_eq!((bulkhead.in_flight(), bulkhead.queued()), (0, 0));
+    }
+}
