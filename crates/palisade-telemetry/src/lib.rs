@@ -12,7 +12,8 @@
 //! - [`AccessLogLayer`]: one line per request by route, never by raw path;
 //! - [`Metrics`]: Prometheus requests, latency, in-flight and rejections by reason;
 //! - [`Readiness`]: named checks in parallel with their own deadlines, cached,
-//!   red as soon as shutdown starts.
+//!   critical (red) or degradable (200 `degraded`), red as soon as shutdown
+//!   starts.
 //!
 //! # Example
 //!
@@ -41,7 +42,7 @@ pub use format::{JsonFormat, RequestIdRecorder};
 pub use init::{InitError, LogConfig, LogFormat, LogGuard, init, init_with_writer, non_blocking};
 pub use metrics::Metrics;
 pub use panic::PanicHook;
-pub use readiness::{Readiness, ReadinessReport};
+pub use readiness::{CheckStatus, Health, Readiness, ReadinessReport};
 pub use request_id::{
     PropagateRequestIdLayer, RequestContext, RequestIdLayer, current, propagate, spawn,
 };

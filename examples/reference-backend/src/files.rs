@@ -74,7 +74,8 @@
 //! If it dies between the reservation and the rename, the row is `pending`
 //! with no file; between marking and unlinking, the row is `deleting`. Such
 //! rows are reconciled with the disk on the user's next upload, delete or
-//! listing once
+//! listing, and for every user by the supervised maintenance job
+//! ([`FilesState::reconcile_stale`], hourly), once
 //! they have not moved for [`STALE_AFTER`] (no request lives that long: the
 //! stack's timeout is 30 s): a `pending` row whose file exists becomes
 //! `stored` with the file's size and sniffed type (with the index below, the
@@ -118,6 +119,8 @@ use palisade_fs::serve;
 use palisade_fs::sniff::{OCTET_STREAM, served_content_type};
 use palisade_fs::upload::{FileType, UploadPolicy};
 use palisade_fs::{FsError, PathRejection, PathRules, SafeRoot, StoredFile, UploadError};
+use palisade_resilience::bulkhead::for_each_bounded;
+use palisade_resilience::supervisor::CancellationToken;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::SqlitePool;
@@ -133,6 +136,8 @@ pub const PAGE_SIZE: usize = 100;
 pub const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
 /// The most files indexed from a user's directory when it is first seen.
 pub const MAX_INDEXED: usize = 100_000;
+/// Users whose stale rows the maintenance job reconciles at once.
+pub const RECONCILE_PARALLELISM: usize = 4;
 /// The longest cursor accepted (base64 of a path far longer than the rules allow).
 const MAX_CURSOR_CHARS: usize = 8192;
 
@@ -185,10 +190,10 @@ impl FilesState {
         self.quota
     }
 
-    /// The caller's root, created on first use.
-    async fn open_root(&self, user: &AuthUser) -> Result<SafeRoot, ProblemDetails> {
+    /// A user's root, created on first use.
+    async fn open_root(&self, user: &str) -> Result<SafeRoot, ProblemDetails> {
         // User ids are UUIDs we issued; the rules check them all the same.
-        let id = self.base.rules().parse(user.id())?;
+        let id = self.base.rules().parse(user)?;
         Ok(self
             .base
             .blocking(move |base| base.sub_root(&id, true))
@@ -198,7 +203,7 @@ impl FilesState {
     /// The caller's root with its rows in step with the disk: indexed once,
     /// rows left by a process that died reconciled.
     async fn user_root(&self, user: &AuthUser) -> Result<SafeRoot, ProblemDetails> {
-        let root = self.open_root(user).await?;
+        let root = self.open_root(user.id()).await?;
         self.index_once(user.id(), &root).await?;
         self.reconcile(user.id(), &root).await?;
         Ok(root)
@@ -283,6 +288,40 @@ impl FilesState {
             tracing::info!(files = found.len(), "indexed the files of a user directory");
         }
         Ok(())
+    }
+
+    /// Reconciles the stale rows of every user, not only of those who come
+    /// back (a user who never does would keep a charged quota and leftover
+    /// rows): at most [`RECONCILE_PARALLELISM`] users at once, none started
+    /// once `token` fires. Returns how many users were reconciled.
+    ///
+    /// # Errors
+    ///
+    /// The rows could not be read, or some users' could not be reconciled
+    /// (each failure is logged; the others are done).
+    pub async fn reconcile_stale(&self, token: &CancellationToken) -> Result<usize, String> {
+        let stale_before = now_ms().saturating_sub(to_db_ms(STALE_AFTER));
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT user_id FROM files WHERE state <> 'stored' AND updated_at < ?",
+        )
+        .bind(stale_before)
+        .fetch_all(&self.db)
+        .await
+        .map_err(|e| format!("could not read unsettled files: {e}"))?;
+        let report = for_each_bounded(users, RECONCILE_PARALLELISM, token, |user, _| {
+            let files = self.clone();
+            async move {
+                let root = files.open_root(&user).await?;
+                files.reconcile(&user, &root).await
+            }
+        })
+        .await;
+        match report.failed() {
+            0 => Ok(report.succeeded()),
+            failed => Err(format!(
+                "the files of {failed} users could not be reconciled"
+            )),
+        }
     }
 
     /// Makes the user's stale `pending` and `deleting` rows match the disk.
@@ -809,7 +848,7 @@ pub async fn get(
     uri: Uri,
 ) -> Result<Response, ProblemDetails> {
     let path = files.path(&uri)?;
-    let root = files.open_root(&user).await?;
+    let root = files.open_root(user.id()).await?;
     Ok(serve::download(&root, &path).await?.map(Body::new))
 }
 

@@ -11,7 +11,7 @@ pub mod health_check;
 pub mod metrics;
 pub mod settings;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use palisade_auth::{
 };
 use palisade_config::ExposeSecret;
 use palisade_config::keys::KeyRing;
+use palisade_resilience::supervisor::{CancellationToken, Supervisor, Task};
 use serde_json::json;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -44,13 +45,20 @@ pub use settings::Settings;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The deadline of each readiness check.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often expired refresh tokens are deleted.
+/// How often the maintenance job deletes expired rows.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The longest one maintenance pass may take (a hung pass is a failure).
+pub const PRUNE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The maintenance job's name (logs, metrics, `/ready`).
+pub const PRUNE_TASK: &str = "prune-expired";
+/// How long background tasks get to stop once the drain is over.
+pub const TASKS_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
     readiness: Readiness,
+    supervisor: Supervisor,
     metrics: Metrics,
     store: Store,
     auth: auth::AuthState,
@@ -59,7 +67,9 @@ pub struct AppState {
 
 impl AppState {
     /// State over an open database and the store, with their readiness
-    /// checks registered.
+    /// checks registered: `database` (critical), `store` (degradable: its
+    /// memory fallback serves while Redis is away) and `tasks` (red when a
+    /// critical background task was given up, degraded for an optional one).
     ///
     /// # Errors
     ///
@@ -83,14 +93,18 @@ impl AppState {
         let auth = build_auth(settings, db, &store, clock)?;
         let readiness = Readiness::new();
         let ready_store = store.clone();
-        readiness.register("store", READY_CHECK_TIMEOUT, move || {
+        readiness.register_degradable("store", READY_CHECK_TIMEOUT, move || {
             let store = ready_store.clone();
             async move { store.check().await.map_err(|e| e.to_string()) }
         });
         let pool = db.clone();
+        let file = DatabaseFile::of(settings);
         readiness.register("database", READY_CHECK_TIMEOUT, move || {
-            let pool = pool.clone();
+            let (pool, file) = (pool.clone(), file.clone());
             async move {
+                if let Some(file) = file {
+                    file.check().await?;
+                }
                 sqlx::query("SELECT 1")
                     .execute(&pool)
                     .await
@@ -98,8 +112,11 @@ impl AppState {
                     .map_err(|_| "query failed".to_owned())
             }
         });
+        let supervisor = Supervisor::new();
+        supervisor.register_readiness(&readiness);
         Ok(Self {
             readiness,
+            supervisor,
             metrics: Metrics::new(),
             store,
             auth,
@@ -119,9 +136,94 @@ impl AppState {
         &self.auth.sessions
     }
 
-    /// Marks the service as draining: `/ready` answers 503 from now on.
+    /// The supervisor of the background tasks.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Marks the service as draining: `/ready` answers 503 from now on, and
+    /// the background tasks are told to stop.
     pub fn begin_shutdown(&self) {
         self.readiness.begin_shutdown();
+        self.supervisor.cancel();
+    }
+
+    /// Starts the background tasks under the supervisor: the maintenance
+    /// job ([`PRUNE_TASK`]), at once and then every [`PRUNE_EVERY`], each
+    /// pass bounded by [`PRUNE_TIMEOUT`]; restarted with backoff when it
+    /// fails, given up after its restart budget (`/ready` then says
+    /// `degraded`: the service works without it).
+    ///
+    /// # Errors
+    ///
+    /// The tasks were already started.
+    pub fn start_tasks(&self) -> Result<(), ConfigError> {
+        let state = self.clone();
+        self.supervisor.spawn(
+            Task::periodic(PRUNE_TASK, PRUNE_EVERY, move |ctx| {
+                let state = state.clone();
+                async move { state.prune_expired(ctx.token()).await }
+            })
+            .non_critical()
+            .attempt_timeout(PRUNE_TIMEOUT),
+        )
+    }
+
+    /// One maintenance pass: expired refresh tokens and their empty
+    /// families, then the stale file rows of every user (see
+    /// [`files::FilesState::reconcile_stale`]).
+    ///
+    /// # Errors
+    ///
+    /// What could not be pruned (no secret in it).
+    pub async fn prune_expired(&self, token: &CancellationToken) -> Result<(), String> {
+        let tokens = self
+            .auth
+            .sessions
+            .prune()
+            .await
+            .map_err(|e| format!("refresh tokens: {e}"))?;
+        let users = self.files.reconcile_stale(token).await?;
+        tracing::info!(
+            refresh_tokens = tokens,
+            users_reconciled = users,
+            "expired rows pruned"
+        );
+        Ok(())
+    }
+}
+
+/// The SQLite file the pool opened, as it was then. SQLite keeps reading
+/// and writing through its open descriptors when the file is deleted or
+/// replaced (a volume unmounted, a directory removed): every write would go
+/// to a file nobody will open again. Its readiness check is red then.
+#[derive(Debug, Clone)]
+struct DatabaseFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl DatabaseFile {
+    /// The file of `settings`' SQLite URL, when it is a file that exists.
+    fn of(settings: &Settings) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let options = SqliteConnectOptions::from_str(&settings.database_url).ok()?;
+        let path = options.get_filename().to_path_buf();
+        let meta = std::fs::metadata(&path).ok()?;
+        Some(Self {
+            path,
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// `Err` when the file is gone or another file took its place.
+    async fn check(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        match tokio::fs::metadata(&self.path).await {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.id => Ok(()),
+            Ok(_) => Err("database file replaced".to_owned()),
+            Err(_) => Err("database file missing".to_owned()),
+        }
     }
 }
 
@@ -315,6 +417,7 @@ pub fn router(state: &AppState, settings: &Settings) -> Result<Router, ConfigErr
     state.metrics.register(|registry| {
         limits.register_metrics(registry);
         state.store.register_metrics(registry);
+        state.supervisor.register_metrics(registry);
         state.auth.login.lockout().register_metrics(registry);
     });
     let auth_layer = AuthLayer::new(
@@ -411,19 +514,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let store = open_store(&settings).map_err(RunError::Config)?;
     let state = AppState::new(&db, store, &settings).map_err(RunError::Config)?;
     let app = router(&state, &settings).map_err(RunError::Config)?;
-    let sessions = state.sessions().clone();
-    // A failed pass is logged and retried at the next tick; the loop itself
-    // cannot fail.
-    let pruning = tokio::spawn(async move {
-        let mut every = tokio::time::interval(PRUNE_EVERY);
-        loop {
-            every.tick().await;
-            match sessions.prune().await {
-                Ok(n) => tracing::debug!(deleted = n, "expired refresh tokens pruned"),
-                Err(e) => tracing::warn!(error = %e, "could not prune refresh tokens"),
-            }
-        }
-    });
+    state.start_tasks().map_err(RunError::Config)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(RunError::Bind)?;
@@ -448,7 +539,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     Server::from_listener(listener)
         .drain_timeout(SHUTDOWN_GRACE)
         .on_shutdown(move || {
-            // Readiness turns red before the drain, so load balancers stop sending.
+            // Readiness turns red before the drain, so load balancers stop
+            // sending; the background tasks wind down during the drain.
             draining.begin_shutdown();
             tracing::info!("shutting down: draining in-flight requests");
         })
@@ -461,7 +553,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             Err(e) => tracing::warn!(error = %e, "the metrics listener's task failed"),
         }
     }
-    pruning.abort();
+    // Logs the tasks that did not stop in time (they are aborted).
+    state.supervisor.shutdown(TASKS_SHUTDOWN_GRACE).await;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -46,6 +46,70 @@ async fn ready_reports_the_database_and_flips_on_shutdown() {
 }
 
 #[tokio::test]
+async fn ready_lists_the_database_the_store_and_the_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, state, _db) = app(dir.path()).await;
+    state.start_tasks().unwrap();
+    assert!(state.start_tasks().is_err(), "started once");
+    // The maintenance job runs at once.
+    for _ in 0..200 {
+        let status = state.supervisor().status(PRUNE_TASK).unwrap();
+        if status.last_success.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = state.supervisor().status(PRUNE_TASK).unwrap();
+    assert!(status.last_success.is_some(), "{status:?}");
+    assert!(!status.critical);
+    let (status, body) = get_json(app, "/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    for check in ["database", "store", "tasks"] {
+        assert_eq!(body["checks"][check]["status"], "up", "{body}");
+    }
+    let stopped = state.supervisor().shutdown(Duration::from_secs(5)).await;
+    assert_eq!(stopped.stopped, [PRUNE_TASK]);
+}
+
+#[tokio::test]
+async fn ready_is_503_when_the_database_file_is_removed() {
+    // SQLite keeps working through its open descriptors: without the file
+    // check, the instance would stay ready and write into a deleted file.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (app, _state, db) = app(&data).await;
+    std::fs::remove_dir_all(&data).unwrap();
+    sqlx::query("SELECT count(*) FROM users")
+        .execute(&db)
+        .await
+        .expect("the pool itself still answers");
+    let (status, body) = get_json(app, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["database"]["status"], "down");
+    assert_eq!(
+        body["checks"]["database"]["reason"],
+        "database file missing"
+    );
+}
+
+#[tokio::test]
+async fn ready_is_503_when_the_database_file_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _state, _db) = app(dir.path()).await;
+    let file = dir.path().join("app.db");
+    std::fs::rename(&file, dir.path().join("moved.db")).unwrap();
+    std::fs::write(&file, b"not the database").unwrap();
+    let (status, body) = get_json(app, "/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["checks"]["database"]["reason"],
+        "database file replaced"
+    );
+}
+
+#[tokio::test]
 async fn ready_is_503_when_the_database_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let (app, _state, db) = app(dir.path()).await;
@@ -80,6 +144,8 @@ mod auth_flow {
     struct Env {
         app: Router,
         clock: Arc<ManualClock>,
+        state: AppState,
+        db: SqlitePool,
         _dir: tempfile::TempDir,
     }
 
@@ -95,6 +161,8 @@ mod auth_flow {
         Env {
             app: router(&state, &settings).unwrap(),
             clock,
+            state,
+            db,
             _dir: dir,
         }
     }
@@ -142,6 +210,55 @@ mod auth_flow {
         let (status, tokens) = call(app, "POST", "/auth/login", None, Some(creds)).await;
         assert_eq!(status, 200, "{tokens}");
         tokens
+    }
+
+    #[tokio::test]
+    async fn the_maintenance_pass_prunes_expired_refresh_tokens_and_stale_file_rows() {
+        const TOKENS: &str = "SELECT count(*) FROM palisade_refresh_tokens";
+        const FILES: &str = "SELECT count(*) FROM files";
+        let env = env().await;
+        let tokens = signed_in(&env.app).await;
+        let access = tokens["access_token"].as_str().unwrap().to_owned();
+        let (_, me) = call(&env.app, "GET", "/me", Some(&access), None).await;
+        let user = me["id"].as_str().unwrap().to_owned();
+        let count = |sql: &'static str| {
+            let db = env.db.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap()
+            }
+        };
+        // An upload cut by a crash an hour ago, of a user who never comes
+        // back: no file, a `pending` row holding 100 bytes of quota.
+        let an_hour_ago = i64::try_from(
+            (std::time::SystemTime::now() - Duration::from_secs(3600))
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO files (user_id, path, size, state, token, created_at, updated_at) \
+             VALUES (?, 'lost.bin', 100, 'pending', 'crashed', ?, ?)",
+        )
+        .bind(&user)
+        .bind(an_hour_ago)
+        .bind(an_hour_ago)
+        .execute(&env.db)
+        .await
+        .unwrap();
+        assert_eq!((count(TOKENS).await, count(FILES).await), (1, 1));
+
+        let token = CancellationToken::new();
+        env.state.prune_expired(&token).await.unwrap();
+        assert_eq!(count(TOKENS).await, 1, "not expired yet");
+        assert_eq!(count(FILES).await, 0, "the stale reservation was released");
+
+        env.clock.advance(Duration::from_secs(15 * 24 * 3600));
+        env.state.prune_expired(&token).await.unwrap();
+        assert_eq!(count(TOKENS).await, 0, "expired after 14 days");
     }
 
     #[tokio::test]
