@@ -70,7 +70,7 @@ async fn over_cap_chunked_body_is_stopped_at_the_cap() {
 /// A body that declares `declared` bytes (as a `Content-Length` does) and
 /// records whether anything polled it; polled, it yields `data` once.
 struct Declared {
-    declared: u64,
+    length: u64,
     data: Option<Bytes>,
     polled: Arc<AtomicBool>,
 }
@@ -79,7 +79,7 @@ impl Declared {
     fn new(declared: u64, data: Vec<u8>) -> (Self, Arc<AtomicBool>) {
         let polled = Arc::new(AtomicBool::new(false));
         let body = Self {
-            declared,
+            length: declared,
             data: Some(Bytes::from(data)),
             polled: polled.clone(),
         };
@@ -99,7 +99,7 @@ impl http_body::Body for Declared {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.declared)
+        http_body::SizeHint::with_exact(self.length)
     }
 }
 

@@ -70,7 +70,7 @@ async fn small_bodies_pass() {
 /// A body that declares `declared` bytes (as a `Content-Length` does) and
 /// records whether anything polled it; polled, it yields `data` once.
 struct Declared {
-    declared: u64,
+    length: u64,
     data: Option<Bytes>,
     polled: Arc<AtomicBool>,
 }
@@ -79,7 +79,7 @@ impl Declared {
     fn new(declared: u64, data: &'static [u8]) -> (Self, Arc<AtomicBool>) {
         let polled = Arc::new(AtomicBool::new(false));
         let body = Self {
-            declared,
+            length: declared,
             data: Some(Bytes::from_static(data)),
             polled: polled.clone(),
         };
@@ -99,7 +99,7 @@ impl Body for Declared {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.declared)
+        SizeHint::with_exact(self.length)
     }
 }
 
