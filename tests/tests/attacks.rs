@@ -1,10 +1,10 @@
 //! Hostile input against the reference backend binary: malformed requests,
-//! oversized heads, header injection attempts, floods of connections. None
-//! may crash the process or produce a 5xx; the server keeps serving.
+//! oversized heads, header injection attempts, a flood of concurrent
+//! connections. None may crash the process or produce a 5xx; the server
+//! keeps serving. (Slow heads and idle connections: `serving.rs`.)
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // test code: a failed step is a failed test
 
 use std::io::Write;
-use std::time::Duration;
 
 use palisade_security_tests::Backend;
 use palisade_security_tests::http::{self, Request};
@@ -100,48 +100,32 @@ fn cross_site_state_changing_requests_are_refused() {
     );
 }
 
+/// 400 connections open at once, each with a request sent before any
+/// response is read: every one is answered (served, or refused by the
+/// per-IP limits: burst 50, 20 in flight), none dropped, none a 5xx, and the
+/// process keeps serving.
 #[test]
-fn a_flood_of_concurrent_connections_is_served() {
-    let backend = Backend::start();
+fn four_hundred_concurrent_connections_each_get_an_answer() {
+    let mut backend = Backend::start();
     let addr = backend.addr;
-    let threads: Vec<_> = (0..16)
-        .map(|_| {
-            std::thread::spawn(move || {
-                (0..25)
-                    .map(|_| Request::get("/health").send(addr).map_or(0, |r| r.status))
-                    .collect::<Vec<_>>()
-            })
-        })
+    let mut streams: Vec<_> = (0..400).map(|_| http::connect(addr).unwrap()).collect();
+    let request = Request::get("/health").to_bytes(addr);
+    for s in &mut streams {
+        s.write_all(&request).unwrap();
+    }
+    let statuses: Vec<u16> = streams
+        .iter_mut()
+        .map(|s| http::read_response(s).unwrap().status)
         .collect();
-    let statuses: Vec<u16> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    // Every request is answered: served, or refused by the per-IP limit
-    // (burst 50) — never dropped, never a 5xx.
     assert_eq!(statuses.len(), 400);
     assert!(
         statuses.iter().all(|s| matches!(s, 200 | 429)),
         "{statuses:?}"
     );
     let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert!(ok >= 50, "{ok} served");
-}
-
-#[test]
-fn idle_half_open_connections_do_not_block_others() {
-    let backend = Backend::start();
-    // Slow-loris heads: connected, a partial request line, then silence.
-    let mut idle: Vec<_> = (0..50)
-        .map(|_| {
-            let mut s = http::connect(backend.addr).unwrap();
-            s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").unwrap();
-            s
-        })
-        .collect();
-    let res = Request::get("/health").send(backend.addr).unwrap();
-    assert_eq!(res.status, 200);
-    for s in &mut idle {
-        let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
-    }
+    println!("{ok} of 400 concurrent requests served, the rest refused 429");
+    assert!(ok >= 1, "none served");
+    assert!(backend.is_running());
+    let after = Request::get("/health").send(addr).unwrap().status;
+    assert!(matches!(after, 200 | 429), "{after}");
 }

@@ -89,6 +89,78 @@ fn errors_are_problem_documents_with_headers() {
     assert!(res.header("allow").unwrap().contains("GET"));
 }
 
+/// Every 403 the backend gives (a cross-site state-changing request, a
+/// denied preflight with and without CORS origins, `/metrics` refused to a
+/// proxied client) carries the contract: the security headers, a problem
+/// document and the request id, in the header and in the body.
+#[test]
+fn every_403_carries_the_contract_headers_a_problem_and_the_request_id() {
+    let plain = Backend::start();
+    let cors = Backend::start_with(&[("APP_CORS_ORIGINS", "https://app.example.com")]);
+    let denied_preflight = || {
+        Request::new("OPTIONS", "/auth/login")
+            .header("origin", "https://evil.example")
+            .header("access-control-request-method", "POST")
+    };
+    let cases = [
+        (
+            "cross-site POST",
+            plain.addr,
+            Request::post("/auth/login")
+                .header("origin", "https://evil.example")
+                .header("sec-fetch-site", "cross-site")
+                .header("content-type", "application/json")
+                .body("{}"),
+            "cross-origin-denied",
+        ),
+        (
+            "preflight without CORS",
+            plain.addr,
+            denied_preflight(),
+            "cors-denied",
+        ),
+        (
+            "preflight from another origin",
+            cors.addr,
+            denied_preflight(),
+            "cors-denied",
+        ),
+        (
+            "metrics for a proxied client",
+            plain.addr,
+            Request::get("/metrics").header("x-forwarded-for", "198.51.100.7"),
+            "forbidden",
+        ),
+    ];
+    for (i, (what, addr, req, kind)) in cases.into_iter().enumerate() {
+        let id = format!("forbidden-{i}");
+        let res = req.header("x-request-id", &id).send(addr).unwrap();
+        assert_eq!(res.status, 403, "{what}: {}", res.text());
+        assert_contract_headers(&res);
+        assert_eq!(
+            res.header("content-type"),
+            Some("application/problem+json"),
+            "{what}"
+        );
+        assert_eq!(res.header("x-request-id"), Some(id.as_str()), "{what}");
+        let body = res.json().unwrap();
+        assert_eq!(body["status"], 403, "{what}: {body}");
+        assert_eq!(body["request_id"], id.as_str(), "{what}: {body}");
+        assert_eq!(
+            body["type"],
+            format!("urn:palisade:problem:{kind}"),
+            "{what}: {body}"
+        );
+        assert!(
+            res.headers
+                .iter()
+                .all(|(n, _)| !n.starts_with("access-control-")),
+            "{what}: {:?}",
+            res.headers
+        );
+    }
+}
+
 #[test]
 fn ready_checks_the_database() {
     let backend = Backend::start();

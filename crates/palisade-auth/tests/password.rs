@@ -116,7 +116,7 @@ fn length_boundaries_count_characters_after_nfkc() {
 }
 
 #[test]
-fn a_megabyte_password_is_refused_before_any_work() {
+fn a_megabyte_password_is_refused_as_too_long() {
     let huge = "a".repeat(1 << 20);
     assert_eq!(codes(&plain(), &huge, &[]), ["too_long"]);
     // The byte cap, not the character count: 129 four-byte characters.

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -67,16 +67,81 @@ async fn over_cap_chunked_body_is_stopped_at_the_cap() {
     assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
 }
 
+/// A body that declares `declared` bytes (as a `Content-Length` does) and
+/// records whether anything polled it; polled, it yields `data` once.
+struct Declared {
+    length: u64,
+    data: Option<Bytes>,
+    polled: Arc<AtomicBool>,
+}
+
+impl Declared {
+    fn new(declared: u64, data: Vec<u8>) -> (Self, Arc<AtomicBool>) {
+        let polled = Arc::new(AtomicBool::new(false));
+        let body = Self {
+            length: declared,
+            data: Some(Bytes::from(data)),
+            polled: polled.clone(),
+        };
+        (body, polled)
+    }
+}
+
+impl http_body::Body for Declared {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.polled.store(true, Ordering::SeqCst);
+        std::task::Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.length)
+    }
+}
+
 #[tokio::test]
 async fn declared_length_over_the_cap_is_refused_before_reading() {
     let (dir, root) = setup();
     let policy = UploadPolicy::new().max_bytes(1024);
+    // Over the cap (a gigabyte, and one byte over), through `store` and
+    // through `receive` with a per-call limit: refused without a poll.
+    for declared in [1 << 30, 1025] {
+        let (body, polled) = Declared::new(declared, png(1000));
+        let err = policy
+            .store(&root, &p("a.png"), None, body)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, UploadError::TooLarge { limit: 1024 }),
+            "{err:?}"
+        );
+        assert!(
+            !polled.load(Ordering::SeqCst),
+            "{declared}: the body was read"
+        );
+    }
+    let (body, polled) = Declared::new(101, png(60));
     let err = policy
-        .store(&root, &p("a.png"), None, Full::new(Bytes::from(png(4096))))
+        .receive(&root, &p("a.png"), None, body, 100)
         .await
         .unwrap_err();
-    assert!(matches!(err, UploadError::TooLarge { .. }));
+    assert!(
+        matches!(err, UploadError::TooLarge { limit: 100 }),
+        "{err:?}"
+    );
+    assert!(!polled.load(Ordering::SeqCst), "the body was read");
     assert!(names(dir.path()).is_empty());
+    // Control: exactly the cap declared is read and stored.
+    let data = png(1024 - 33);
+    assert_eq!(data.len(), 1024);
+    let (body, polled) = Declared::new(1024, data);
+    let stored = policy.store(&root, &p("a.png"), None, body).await.unwrap();
+    assert_eq!(stored.size, 1024);
+    assert!(polled.load(Ordering::SeqCst));
 }
 
 #[tokio::test]

@@ -156,30 +156,53 @@ fn load_and_check(env: &[(&str, &str)]) -> Report {
     report
 }
 
+/// Panics if any 6-character piece of any of `values` (a shorter value
+/// whole) is in the report's `Display` or `Debug`, or in a problem's.
+fn assert_no_value_in(report: &Report, values: &[&str]) {
+    let mut texts = vec![report.to_string(), format!("{report:?}")];
+    for p in report.problems().iter().chain(report.warnings()) {
+        texts.push(p.to_string());
+        texts.push(format!("{p:?}"));
+    }
+    for value in values {
+        let chars: Vec<char> = value.chars().collect();
+        for piece in chars.windows(chars.len().min(6)) {
+            let piece: String = piece.iter().collect();
+            for text in &texts {
+                assert!(!text.contains(&piece), "{piece:?} of a value in {text}");
+            }
+        }
+    }
+}
+
 #[test]
 fn every_problem_at_once_and_no_value_quoted() {
+    let values = ["9731", "qq-not-a-url-zq", "many-kq7x"];
     let report = load(&[
-        ("APP_POOL_SIZE", "1000"),
-        ("APP_REDIS_URL", "not a url qqqq"),
+        ("APP_POOL_SIZE", "9731"),
+        ("APP_REDIS_URL", "qq-not-a-url-zq"),
     ])
     .unwrap_err();
     let text = report.to_string();
+    assert_eq!(report.problems().len(), 2, "{text}");
     for setting in ["APP_POOL_SIZE", "APP_REDIS_URL"] {
         assert!(
             text.contains(&format!("  {setting}: ")),
             "{setting} in {text}"
         );
     }
-    let report = load_and_check(&[
-        ("APP_PROFILE", "prod"),
-        ("APP_JWT_SECRET", "changeme-changeme-changeme-changeme-zzzz"),
-    ]);
+    assert_no_value_in(&report, &values);
+    // A value of the wrong type is not quoted either.
+    let report = load(&[("APP_POOL_SIZE", "many-kq7x")]).unwrap_err();
+    assert_eq!(report.problems().len(), 1);
+    assert_no_value_in(&report, &values);
+
+    let secret = "changeme-changeme-changeme-changeme-zzzz";
+    let report = load_and_check(&[("APP_PROFILE", "prod"), ("APP_JWT_SECRET", secret)]);
     assert_eq!(report.problems().len(), 1);
     let text = report.to_string();
     assert!(text.contains("  APP_JWT_SECRET: "), "{text}");
-    for value in ["zzzz", "changeme"] {
-        assert!(!text.contains(value), "{value} quoted in {text}");
-    }
+    assert_no_value_in(&report, &[secret]);
 }
 
 #[test]

@@ -3,7 +3,7 @@ use axum::Router;
 use axum::body::Body as AxumBody;
 use axum::routing::post;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use tower::ServiceExt;
 
 /// An endless chunked body that counts the chunks pulled from it.
@@ -67,19 +67,67 @@ async fn small_bodies_pass() {
     assert_eq!(&body[..], b"0123456789abcdef");
 }
 
+/// A body that declares `declared` bytes (as a `Content-Length` does) and
+/// records whether anything polled it; polled, it yields `data` once.
+struct Declared {
+    length: u64,
+    data: Option<Bytes>,
+    polled: Arc<AtomicBool>,
+}
+
+impl Declared {
+    fn new(declared: u64, data: &'static [u8]) -> (Self, Arc<AtomicBool>) {
+        let polled = Arc::new(AtomicBool::new(false));
+        let body = Self {
+            length: declared,
+            data: Some(Bytes::from_static(data)),
+            polled: polled.clone(),
+        };
+        (body, polled)
+    }
+}
+
+impl Body for Declared {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.polled.store(true, Ordering::SeqCst);
+        Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.length)
+    }
+}
+
 #[tokio::test]
 async fn declared_length_over_the_limit_is_refused_before_reading() {
-    let (status, body, headers) = status_of(
-        app(16),
-        Request::post("/careless")
-            .body(AxumBody::from("x".repeat(17)))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 413);
-    assert_eq!(headers["connection"], "close");
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(json["type"], "urn:palisade:problem:payload-too-large");
+    for route in ["/echo", "/careless"] {
+        // A gigabyte declared: refused without polling the body once.
+        let (body, polled) = Declared::new(1 << 30, b"x");
+        let req = Request::post(route).body(AxumBody::new(body)).unwrap();
+        let (status, body, headers) = status_of(app(16), req).await;
+        assert_eq!(status, 413, "{route}");
+        assert!(!polled.load(Ordering::SeqCst), "{route}: the body was read");
+        assert_eq!(headers["connection"], "close");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["type"], "urn:palisade:problem:payload-too-large");
+        // One byte over: refused the same way.
+        let (body, polled) = Declared::new(17, b"0123456789abcdefg");
+        let req = Request::post(route).body(AxumBody::new(body)).unwrap();
+        assert_eq!(status_of(app(16), req).await.0, 413, "{route}");
+        assert!(!polled.load(Ordering::SeqCst), "{route}: the body was read");
+    }
+    // Control: exactly the limit declared is read and served.
+    let (body, polled) = Declared::new(16, b"0123456789abcdef");
+    let req = Request::post("/echo").body(AxumBody::new(body)).unwrap();
+    let (status, body, _) = status_of(app(16), req).await;
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"0123456789abcdef");
+    assert!(polled.load(Ordering::SeqCst));
 }
 
 #[tokio::test]

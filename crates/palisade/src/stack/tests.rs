@@ -32,7 +32,15 @@ fn app() -> Router {
                         "late"
                     }),
                 )
-                .route("/form", post(|| async { "changed" })),
+                .route("/form", post(|| async { "changed" }))
+                .route(
+                    "/admin",
+                    get(|| async { "admin" }).layer(
+                        palisade_http::allowlist::IpAllowlist::new(["10.0.0.0/8"])
+                            .build()
+                            .unwrap(),
+                    ),
+                ),
         )
 }
 
@@ -69,6 +77,25 @@ fn assert_hardened(headers: &http::HeaderMap) {
     assert!(headers.contains_key("content-security-policy"));
     assert!(headers.contains_key("strict-transport-security"));
     assert!(!headers.contains_key("server"));
+}
+
+/// A 403 of the stack: hardened, a problem document of `kind` carrying the
+/// request id of the `X-Request-Id` header.
+fn assert_forbidden_problem(headers: &http::HeaderMap, body: &str, kind: &str) {
+    assert_hardened(headers);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["status"], 403, "{json}");
+    assert_eq!(
+        json["type"],
+        format!("urn:palisade:problem:{kind}"),
+        "{json}"
+    );
+    assert_eq!(
+        json["request_id"],
+        headers["x-request-id"].to_str().unwrap(),
+        "{json}"
+    );
 }
 
 const FROM_APP: (&str, &str) = ("origin", "https://app.example.com");
@@ -123,13 +150,32 @@ async fn preflights_and_cross_site_posts() {
     ];
     let (status, h, body) = send(req("POST", "/form", &evil, "")).await;
     assert_eq!(status, 403);
-    assert!(body.contains("cross-origin-denied"));
+    assert_forbidden_problem(&h, &body, "cross-origin-denied");
     assert!(!h.contains_key("access-control-allow-origin"));
+    // A preflight from that origin is refused the same way.
+    let denied = [
+        ("origin", "https://evil.example"),
+        ("access-control-request-method", "POST"),
+    ];
+    let (status, h, body) = send(req("OPTIONS", "/ok", &denied, "")).await;
+    assert_eq!(status, 403);
+    assert_forbidden_problem(&h, &body, "cors-denied");
+    assert!(
+        h.keys().all(|n| !n.as_str().starts_with("access-control-")),
+        "{h:?}"
+    );
     // ...but the CORS origin is trusted for state-changing requests.
     let ok = [FROM_APP, ("sec-fetch-site", "cross-site")];
     let (status, _, body) = send(req("POST", "/form", &ok, "")).await;
     assert_eq!(status, 200);
     assert_eq!(body, "changed");
+}
+
+#[tokio::test]
+async fn a_client_outside_a_route_allowlist_gets_a_hardened_403_problem() {
+    let (status, h, body) = send(req("GET", "/admin", &[], "")).await;
+    assert_eq!(status, 403);
+    assert_forbidden_problem(&h, &body, "ip-denied");
 }
 
 #[tokio::test]
