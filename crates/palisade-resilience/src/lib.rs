@@ -4,3 +4,7 @@
 //! error and nobody notices; an outbound call without a deadline holds a
 //! request for as long as the other side likes; a batch run one item at a
 //! time overruns its schedule. This crate gives each of those one answer.
+
+pub mod breaker;
+
+pub use breaker::{BreakerConfig, CircuitBreaker, ShortCircuited};
