@@ -144,7 +144,7 @@ pub struct BreakerConfig {
     open_for: Duration,
     max_open_for: Duration,
     half_open_calls: u32,
-    on_state_change: Option<Callback>,
+    on_state_change: Vec<Callback>,
 }
 
 impl fmt::Debug for BreakerConfig {
@@ -176,7 +176,7 @@ impl Default for BreakerConfig {
             open_for: Duration::from_secs(5),
             max_open_for: Duration::from_secs(60),
             half_open_calls: 3,
-            on_state_change: None,
+            on_state_change: Vec::new(),
         }
     }
 }
@@ -245,9 +245,11 @@ impl BreakerConfig {
         self
     }
 
-    /// Called after every state change (outside the breaker's lock).
+    /// Adds a callback run after every state change (outside the breaker's
+    /// lock); each call adds one, so a component can add its own to a
+    /// configuration it was given.
     pub fn on_state_change(mut self, f: impl Fn(StateChange) + Send + Sync + 'static) -> Self {
-        self.on_state_change = Some(Arc::new(f));
+        self.on_state_change.push(Arc::new(f));
         self
     }
 
@@ -287,7 +289,8 @@ impl Counts {
     }
 }
 
-const BUCKETS: u64 = 10;
+const BUCKETS: usize = 10;
+const BUCKETS_U64: u64 = 10;
 
 #[derive(Debug)]
 enum Outcomes {
@@ -302,7 +305,7 @@ enum Outcomes {
     Time {
         origin: Instant,
         bucket: Duration,
-        buckets: [(u64, Counts); BUCKETS as usize],
+        buckets: Box<[(u64, Counts); BUCKETS]>,
     },
 }
 
@@ -317,8 +320,8 @@ impl Outcomes {
             },
             Window::Time(t) => Self::Time {
                 origin: now,
-                bucket: t / u32::try_from(BUCKETS).unwrap_or(10),
-                buckets: [(u64::MAX, Counts::default()); BUCKETS as usize],
+                bucket: t / 10,
+                buckets: Box::new([(u64::MAX, Counts::default()); BUCKETS]),
             },
         }
     }
@@ -357,7 +360,7 @@ impl Outcomes {
                 buckets,
             } => {
                 let epoch = Self::epoch(*origin, *bucket, now);
-                let index = usize::try_from(epoch % BUCKETS).unwrap_or(0);
+                let index = usize::try_from(epoch % BUCKETS_U64).unwrap_or(0);
                 if let Some(b) = buckets.get_mut(index) {
                     if b.0 != epoch {
                         *b = (epoch, Counts::default());
@@ -366,7 +369,7 @@ impl Outcomes {
                 }
                 buckets
                     .iter()
-                    .filter(|(e, _)| *e != u64::MAX && *e + BUCKETS > epoch)
+                    .filter(|(e, _)| *e != u64::MAX && *e + BUCKETS_U64 > epoch)
                     .fold(Counts::default(), |mut sum, (_, c)| {
                         sum.calls += c.calls;
                         sum.failures += c.failures;
@@ -666,7 +669,7 @@ impl CircuitBreaker {
         } else {
             tracing::info!(target: "palisade::breaker", breaker = name, from = from.as_str(), to = to.as_str(), "circuit breaker state changed");
         }
-        if let Some(callback) = &self.inner.config.on_state_change {
+        for callback in &self.inner.config.on_state_change {
             callback(StateChange {
                 breaker: name,
                 from,

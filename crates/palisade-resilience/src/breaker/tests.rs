@@ -275,3 +275,15 @@ fn parallel_callers_never_get_more_probes_than_allowed() {
         assert_eq!(b.state(), State::Closed);
     }
 }
+
+/// Ported from palisade-store: "n failures in a row" means in a row.
+#[test]
+fn consecutive_failures_are_reset_by_a_success() {
+    let (_clock, b) = breaker(BreakerConfig::consecutive_failures(2));
+    call(&b, false);
+    call(&b, true);
+    call(&b, false);
+    assert_eq!(b.state(), State::Closed);
+    call(&b, false);
+    assert_eq!(b.state(), State::Open);
+}
