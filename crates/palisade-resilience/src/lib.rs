@@ -6,5 +6,9 @@
 //! time overruns its schedule. This crate gives each of those one answer.
 
 pub mod breaker;
+pub mod outbound;
+pub mod retry;
 
 pub use breaker::{BreakerConfig, CircuitBreaker, ShortCircuited};
+pub use outbound::{Outbound, OutboundError, OutboundLayer};
+pub use retry::Retry;
