@@ -365,19 +365,18 @@ impl Outbound {
                 let verdict = classify(&result);
                 (result.map_err(OutboundError::Call), verdict)
             } else {
-                {
-                    let error = if attempt_deadline >= deadline {
-                        OutboundError::DeadlineExceeded
-                    } else {
-                        OutboundError::TimedOut
-                    };
-                    let verdict = Verdict {
-                        failure: true,
-                        retry: true,
-                        retry_after: None,
-                    };
-                    (Err(error), verdict)
-                }
+                // Timed out: the attempt's own timeout, or the call's deadline.
+                let error = if attempt_deadline >= deadline {
+                    OutboundError::DeadlineExceeded
+                } else {
+                    OutboundError::TimedOut
+                };
+                let verdict = Verdict {
+                    failure: true,
+                    retry: true,
+                    retry_after: None,
+                };
+                (Err(error), verdict)
             };
             if let Some(permit) = permit {
                 permit.record(!verdict.failure);
