@@ -258,9 +258,7 @@ impl Settings {
                 LogFormat::Json
             }
         };
-        let pwned_api_url = raw
-            .pwned_api_url
-            .filter(|url| pwned_api_url(url, &profile, loader, &mut report));
+        let pwned_api_url = pwned_api_url(raw.pwned_api_url, &profile, loader, &mut report);
         let files_max_bytes = count(raw.files_max_bytes, "files_max_bytes", loader, &mut report);
         let files_max_count = count(raw.files_max_count, "files_max_count", loader, &mut report);
         match (listen, jwt_key) {
@@ -286,10 +284,15 @@ impl Settings {
     }
 }
 
-/// Whether `APP_PWNED_API_URL` is usable; reports why not.
-fn pwned_api_url(url: &str, profile: &Profile, loader: &Loader, report: &mut Report) -> bool {
+/// `APP_PWNED_API_URL` when it is usable; reports why not.
+fn pwned_api_url(
+    url: Option<String>,
+    profile: &Profile,
+    loader: &Loader,
+    report: &mut Report,
+) -> Option<String> {
     let setting = loader.setting("pwned_api_url");
-    match palisade_auth::pwned::parse_url(url) {
+    let usable = match palisade_auth::pwned::parse_url(url.as_deref()?) {
         Err(e) => {
             report.problem(setting, e.to_string());
             false
@@ -306,7 +309,8 @@ fn pwned_api_url(url: &str, profile: &Profile, loader: &Loader, report: &mut Rep
             false
         }
         Ok(_) => true,
-    }
+    };
+    url.filter(|_| usable)
 }
 
 /// A count from 1 to `i64::MAX` (quotas are kept in SQLite integers).
