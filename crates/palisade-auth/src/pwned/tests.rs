@@ -72,3 +72,12 @@ proptest! {
         prop_assert!(found.is_some());
     }
 }
+
+#[tokio::test]
+async fn https_needs_the_tls_feature() {
+    let built = PwnedCheck::new("https://api.pwnedpasswords.com");
+    #[cfg(feature = "pwned-tls")]
+    assert!(built.is_ok());
+    #[cfg(not(feature = "pwned-tls"))]
+    assert_eq!(built.unwrap_err(), PwnedUrlError::TlsUnavailable);
+}
