@@ -37,11 +37,13 @@ fn breaker(c: &mut Criterion) {
     let outbound = Outbound::builder("bench")
         .breaker(BreakerConfig::consecutive_failures(1).open_for(Duration::from_secs(3600)))
         .build();
-    let client = outbound.layer().layer(service_fn(|_req: Request<String>| async {
-        let mut res = Response::new(String::new());
-        *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        Ok::<_, Infallible>(res)
-    }));
+    let client = outbound
+        .layer()
+        .layer(service_fn(|_req: Request<String>| async {
+            let mut res = Response::new(String::new());
+            *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            Ok::<_, Infallible>(res)
+        }));
     let get = || Request::get("http://dep/").body(String::new()).unwrap();
     rt.block_on(client.clone().oneshot(get())).unwrap();
     group.bench_function("outbound_call_short_circuited", |b| {
