@@ -69,6 +69,9 @@
 //!   by time), NFKC, a ceiling on stored parameters, pepper, rehash, a dummy
 //!   hash for unknown accounts.
 //! - [`lockout`]: account lockout over the shared store, reserve-then-settle.
+//! - `pwned` (feature `pwned`): the breached-password check against a
+//!   k-anonymity range API, behind a deadline and a circuit breaker, failing
+//!   open.
 //! - [`jwt`]: access tokens, refresh tokens, revocations.
 //! - [`layer`]: the authenticating layer and the `AuthUser` extractor.
 //!
@@ -103,6 +106,8 @@ pub mod lockout;
 #[cfg(feature = "sessions")]
 pub mod login;
 pub mod password;
+#[cfg(feature = "pwned")]
+pub mod pwned;
 #[cfg(feature = "sessions")]
 pub mod session;
 

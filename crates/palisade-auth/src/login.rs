@@ -206,6 +206,8 @@ struct Inner<D> {
     hasher: Hasher,
     lockout: Lockout,
     policy: PasswordPolicy,
+    #[cfg(feature = "pwned")]
+    breach: std::sync::OnceLock<crate::pwned::PwnedCheck>,
 }
 
 impl<D> Clone for Login<D> {
@@ -245,8 +247,31 @@ impl<D: UserDirectory> Login<D> {
                 hasher,
                 lockout,
                 policy,
+                #[cfg(feature = "pwned")]
+                breach: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Also checks new passwords (of [`Login::new_password_hash`] and
+    /// [`Login::change_password`]) against a breached-password API, after
+    /// the policy: a breached one is refused with the `breached` violation;
+    /// when the API cannot answer the password is accepted (see
+    /// [`crate::pwned`]). Set it once, when building the flow: a second call
+    /// (on this flow or a clone) keeps the first check.
+    #[cfg(feature = "pwned")]
+    #[must_use]
+    pub fn breach_check(self, check: crate::pwned::PwnedCheck) -> Self {
+        if self.inner.breach.set(check).is_err() {
+            tracing::warn!("Login::breach_check called twice; the first check stays");
+        }
+        self
+    }
+
+    /// The breached-password check, if one was set ([`Login::breach_check`]).
+    #[cfg(feature = "pwned")]
+    pub fn breach(&self) -> Option<&crate::pwned::PwnedCheck> {
+        self.inner.breach.get()
     }
 
     /// The user directory.
@@ -342,14 +367,22 @@ impl<D: UserDirectory> Login<D> {
     ) -> Result<(), PasswordError> {
         let local = identifier.split('@').next().unwrap_or_default().to_owned();
         let policy = self.inner.policy.clone();
-        let password = password.clone();
+        let candidate = password.clone();
         // The strength estimate takes milliseconds: keep it off the runtime.
         tokio::task::spawn_blocking(move || {
-            policy.check(password.expose_secret(), &[local.as_str()])
+            policy.check(candidate.expose_secret(), &[local.as_str()])
         })
         .await
         .map_err(|_| PasswordError::Login(LoginError::Internal))?
-        .map_err(PasswordError::Policy)
+        .map_err(PasswordError::Policy)?;
+        // Only a password the policy accepts costs a call to the API.
+        #[cfg(feature = "pwned")]
+        if let Some(check) = self.inner.breach.get()
+            && let crate::pwned::Breach::Found(_) = check.check(password).await
+        {
+            return Err(PasswordError::Policy(vec![Violation::BREACHED]));
+        }
+        Ok(())
     }
 
     /// The flow shared by logins and password changes: shed, reserve (keyed

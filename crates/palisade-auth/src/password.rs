@@ -83,6 +83,12 @@ impl Violation {
         code: "too_weak",
         message: "the password is a repeated or sequential pattern",
     };
+    /// The password is in a known data breach (the breached-password check
+    /// of the `pwned` feature; the policy itself never returns it).
+    pub const BREACHED: Self = Self {
+        code: "breached",
+        message: "the password appears in a known data breach",
+    };
     #[cfg(feature = "strength")]
     const WEAK: Self = Self {
         code: "too_weak",

@@ -75,21 +75,38 @@ impl Backoff {
     /// The upper bound of the delay after `failures` consecutive failures
     /// (`1` for the first): `min(cap, base · 2^(failures − 1))`; `base` for 0.
     pub fn ceiling(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(63);
-        let factor = 1u64 << doublings;
-        let nanos = self.base.as_nanos().saturating_mul(u128::from(factor));
-        if nanos >= self.cap.as_nanos() {
-            self.cap
-        } else {
-            // Below the cap, which is a Duration: the conversion cannot fail.
-            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-        }
+        ceiling(self.base, self.cap, failures)
     }
 
     /// A delay drawn uniformly from `[0, ceiling(failures)]`.
     pub fn delay(&self, failures: u32, jitter: &Jitter) -> Duration {
-        self.ceiling(failures).mul_f64(jitter.fraction())
+        full_jitter(self.base, self.cap, failures, jitter)
     }
+}
+
+/// `min(cap, base · 2^(failures − 1))`; `base` (or `cap` when smaller) for 0.
+/// The one formula behind [`Backoff`] and the outbound retries.
+fn ceiling(base: Duration, cap: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(63);
+    let factor = 1u64 << doublings;
+    let nanos = base.as_nanos().saturating_mul(u128::from(factor));
+    if nanos >= cap.as_nanos() {
+        cap
+    } else {
+        // Below the cap, which is a Duration: the conversion cannot fail.
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+/// A delay uniform in `[0, ceiling(base, cap, failures)]` ("full jitter").
+/// Unlike [`Backoff::new`], a zero `base` is allowed (no wait at all).
+pub(crate) fn full_jitter(
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+    jitter: &Jitter,
+) -> Duration {
+    ceiling(base, cap, failures).mul_f64(jitter.fraction())
 }
 
 /// A source of jitter: a fast, lock-free pseudo-random sequence (`SplitMix64`).

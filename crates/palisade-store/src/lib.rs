@@ -33,8 +33,6 @@
 //! # });
 //! ```
 
-#[cfg(feature = "redis")]
-pub mod breaker;
 pub mod counter;
 pub mod gcra;
 pub mod key;
@@ -43,12 +41,13 @@ pub mod memory;
 pub mod redis;
 pub mod store;
 
-#[cfg(feature = "redis")]
-pub use breaker::BreakerConfig;
 pub use counter::{CounterOutcome, Probe, Reservation, Reserve, Settle};
 pub use gcra::{Batch, Decision, GcraRequest, ItemOutcome, MAX_KEYS, Outcome, Quota, Source};
 pub use key::{Key, MAX_PARTS, Part, check_name};
 pub use memory::{MemoryStore, MemoryStoreBuilder};
+/// The circuit breaker in front of Redis: palisade-resilience's.
+#[cfg(feature = "redis")]
+pub use palisade_resilience::breaker::BreakerConfig;
 #[cfg(feature = "redis")]
 pub use redis::RedisOptions;
 pub use store::{FailPolicy, Store};

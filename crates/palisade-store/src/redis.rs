@@ -23,11 +23,11 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 
-use crate::breaker::BreakerConfig;
 use crate::counter::{CounterOutcome, Probe, Reservation, Reserve, Settle};
 use crate::gcra::{Decision, GcraRequest, Source, micros};
 use crate::key::{Key, check_name};
 use crate::{StoreError, Unavailable};
+use palisade_resilience::breaker::BreakerConfig;
 
 /// How to reach Redis and how patient to be.
 #[derive(Clone, Debug)]
@@ -40,13 +40,16 @@ pub struct RedisOptions {
 }
 
 impl Default for RedisOptions {
-    /// Prefix `palisade`, 50 ms per call, 250 ms to connect, default breaker.
+    /// Prefix `palisade`, 50 ms per call, 250 ms to connect; the breaker opens
+    /// after 3 failures in a row, for 500 ms doubling up to 30 s.
     fn default() -> Self {
         Self {
             prefix: "palisade".to_owned(),
             call_timeout: Duration::from_millis(50),
             connect_timeout: Duration::from_millis(250),
-            breaker: BreakerConfig::default(),
+            breaker: BreakerConfig::consecutive_failures(3)
+                .open_for(Duration::from_millis(500))
+                .max_open_for(Duration::from_secs(30)),
         }
     }
 }

@@ -43,9 +43,9 @@ use crate::key::Key;
 use crate::memory::MemoryStore;
 
 #[cfg(feature = "redis")]
-use crate::breaker::{Admit, Breaker, Transition};
-#[cfg(feature = "redis")]
 use crate::redis::{RedisBackend, RedisOptions};
+#[cfg(feature = "redis")]
+use palisade_resilience::breaker::{CircuitBreaker, State};
 
 /// What a call does when the remote store cannot answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,7 +95,7 @@ struct StoreMetrics {
 #[derive(Debug)]
 struct Remote {
     backend: RedisBackend,
-    breaker: Breaker,
+    breaker: CircuitBreaker,
 }
 
 #[derive(Debug)]
@@ -135,11 +135,35 @@ impl Store {
         local: MemoryStore,
     ) -> Result<Self, StoreError> {
         let backend = RedisBackend::new(url, setting, options)?;
-        let breaker = Breaker::new(options.breaker, local.clock());
+        let metrics = StoreMetrics::default();
+        let (open, transitions) = (metrics.open.clone(), metrics.transitions.clone());
+        let config = options.breaker.clone().on_state_change(move |change| {
+            let to = match change.to {
+                State::Open => {
+                    open.set(1);
+                    tracing::warn!(
+                        target: "palisade::store",
+                        "store unreachable; circuit opened, calls follow their fail policy"
+                    );
+                    "open"
+                }
+                State::Closed => {
+                    open.set(0);
+                    tracing::info!(
+                        target: "palisade::store",
+                        "store reachable again; circuit closed, decisions shared again"
+                    );
+                    "closed"
+                }
+                State::HalfOpen => return,
+            };
+            transitions.get_or_create(&TransitionLabels { to }).inc();
+        });
+        let breaker = CircuitBreaker::new("store", config, local.clock());
         Ok(Self(Arc::new(Inner {
             local,
             remote: Some(Remote { backend, breaker }),
-            metrics: StoreMetrics::default(),
+            metrics,
         })))
     }
 
@@ -284,8 +308,14 @@ impl Store {
     }
 
     /// Registers the store's metrics: degraded decisions by fail policy,
-    /// errors by kind, breaker transitions and whether it is open.
+    /// errors by kind, breaker transitions and whether it is open; with
+    /// Redis, also the breaker's own (`palisade_breaker_*{breaker="store"}`:
+    /// calls by outcome, short-circuits).
     pub fn register_metrics(&self, registry: &mut Registry) {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.0.remote {
+            remote.breaker.register_metrics(registry);
+        }
         let m = &self.0.metrics;
         registry.register(
             "palisade_store_degraded_decisions",
@@ -328,50 +358,23 @@ impl Store {
         call: impl Future<Output = Result<T, Unavailable>>,
     ) -> Result<T, Unavailable> {
         // A probe dropped at the await below (cancelled) settles as a failure.
-        let (admit, probe) = remote.breaker.admit_guarded();
-        if admit == Admit::No {
-            probe.disarm();
-            return Err(Unavailable::CircuitOpen);
-        }
-        let result = call.await;
-        probe.disarm();
-        match result {
+        let permit = remote
+            .breaker
+            .try_acquire()
+            .map_err(|_| Unavailable::CircuitOpen)?;
+        match call.await {
             Ok(v) => {
-                if remote.breaker.success() == Some(Transition::Closed) {
-                    self.0.metrics.open.set(0);
-                    self.0
-                        .metrics
-                        .transitions
-                        .get_or_create(&TransitionLabels { to: "closed" })
-                        .inc();
-                    tracing::info!(
-                        target: "palisade::store",
-                        "store reachable again; circuit closed, decisions shared again"
-                    );
-                }
+                permit.success();
                 Ok(v)
             }
             Err(e) => {
+                permit.failure();
                 self.0
                     .metrics
                     .errors
                     .get_or_create(&ErrorLabels { kind: e.label() })
                     .inc();
-                if remote.breaker.failure() == Some(Transition::Opened) {
-                    self.0.metrics.open.set(1);
-                    self.0
-                        .metrics
-                        .transitions
-                        .get_or_create(&TransitionLabels { to: "open" })
-                        .inc();
-                    tracing::warn!(
-                        target: "palisade::store",
-                        error = e.label(),
-                        "store unreachable; circuit opened, calls follow their fail policy"
-                    );
-                } else {
-                    tracing::debug!(target: "palisade::store", error = e.label(), "store call failed");
-                }
+                tracing::debug!(target: "palisade::store", error = e.label(), "store call failed");
                 Err(e)
             }
         }

@@ -24,11 +24,7 @@ fn connect(server: &RedisServer) -> (Arc<ManualClock>, Store) {
     let local = MemoryStore::builder().max_keys(1000).clock(shared).build();
     let options = RedisOptions::default()
         .call_timeout(Duration::from_millis(500))
-        .breaker(
-            BreakerConfig::default()
-                .failure_threshold(2)
-                .open_for(Duration::from_secs(1)),
-        );
+        .breaker(BreakerConfig::consecutive_failures(2).open_for(Duration::from_secs(1)));
     let store = Store::redis(&server.url(), "APP_REDIS_URL", &options, local).unwrap();
     (clock, store)
 }

@@ -16,6 +16,8 @@
 //! - [`redis`]: a real, throwaway `redis-server` on a unix socket, for tests of
 //!   anything that keeps its state in Redis (rate limits, lockouts, revoked
 //!   tokens), including what happens when the store goes away;
+//! - [`stub`]: a stub HTTP dependency on loopback that answers, hangs, fails
+//!   or refuses, for tests of outbound calls;
 //! - [`TestkitError`]: the error of every helper.
 //!
 //! Tests that need an external program (such as `redis-server`) start it
@@ -40,5 +42,6 @@ pub mod http;
 pub mod logs;
 #[cfg(unix)]
 pub mod redis;
+pub mod stub;
 
 pub use error::TestkitError;

@@ -25,6 +25,7 @@ use palisade::ratelimit::{ClientConcurrencyLayer, KeyBy, Policy, RateLimit, Rate
 use palisade::serve::Server;
 use palisade::store::{FailPolicy, MemoryStore, Quota, RedisOptions, Store};
 use palisade::telemetry::{Metrics, Readiness};
+use palisade_auth::pwned::PwnedCheck;
 use palisade_auth::session::sqlite::SqliteRefreshStore;
 use palisade_auth::{
     AuthLayer, Hasher, Jwt, JwtConfig, Lockout, LockoutPolicy, Login, PasswordPolicy, Revocations,
@@ -313,12 +314,17 @@ pub fn build_auth(
     .with_clock(std::sync::Arc::clone(&clock));
     let jwt = std::sync::Arc::new(jwt);
     let revocations = Revocations::new(store.clone(), jwt.access_ttl());
-    let login = Login::with_policy(
+    let mut login = Login::with_policy(
         auth::SqliteUsers::new(db.clone()),
         Hasher::builder().build()?,
         Lockout::new(store.clone(), LockoutPolicy::default()),
         PasswordPolicy::default().service_name(auth::SERVICE_NAME),
     );
+    if let Some(url) = &settings.pwned_api_url {
+        let check = PwnedCheck::new(url)
+            .map_err(|e| ConfigError::new("APP_PWNED_API_URL", e.to_string()))?;
+        login = login.breach_check(check);
+    }
     let sessions = Sessions::new(SqliteRefreshStore::new(db.clone()), jwt, revocations);
     Ok(auth::AuthState {
         login,
@@ -419,6 +425,9 @@ pub fn router(state: &AppState, settings: &Settings) -> Result<Router, ConfigErr
         state.store.register_metrics(registry);
         state.supervisor.register_metrics(registry);
         state.auth.login.lockout().register_metrics(registry);
+        if let Some(check) = state.auth.login.breach() {
+            check.register_metrics(registry);
+        }
     });
     let auth_layer = AuthLayer::new(
         std::sync::Arc::clone(state.auth.sessions.jwt()),

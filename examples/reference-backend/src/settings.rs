@@ -37,6 +37,7 @@ struct Raw {
     log_format: Option<String>,
     files_max_bytes: Count,
     files_max_count: Count,
+    pwned_api_url: Option<String>,
     /// Accepted so that a file may name its profile; read by the loader.
     profile: Option<String>,
 }
@@ -56,6 +57,7 @@ impl Default for Raw {
             log_format: None,
             files_max_bytes: Count::Whole(DEFAULT_FILES_MAX_BYTES),
             files_max_count: Count::Whole(DEFAULT_FILES_MAX_COUNT),
+            pwned_api_url: None,
             profile: None,
         }
     }
@@ -143,6 +145,13 @@ pub struct Settings {
     /// `APP_FILES_MAX_COUNT`: the files each user may store (default 1,000),
     /// uploads in flight included.
     pub files_max_count: u64,
+    /// `APP_PWNED_API_URL`: the base URL of a k-anonymity range API
+    /// (`https://api.pwnedpasswords.com`, or a mirror) checked for every new
+    /// password at registration and password change; unset = no check. It
+    /// fails open within 2 s behind a circuit breaker. Must be `http://` or
+    /// `https://` with a host; in `prod`, `https://` unless the host is
+    /// loopback.
+    pub pwned_api_url: Option<String>,
     /// Warnings to log once logging is up (a generated key, a shared secret file).
     pub warnings: Report,
 }
@@ -249,6 +258,7 @@ impl Settings {
                 LogFormat::Json
             }
         };
+        let pwned_api_url = pwned_api_url(raw.pwned_api_url, &profile, loader, &mut report);
         let files_max_bytes = count(raw.files_max_bytes, "files_max_bytes", loader, &mut report);
         let files_max_count = count(raw.files_max_count, "files_max_count", loader, &mut report);
         match (listen, jwt_key) {
@@ -266,11 +276,41 @@ impl Settings {
                 metrics_listen,
                 files_max_bytes,
                 files_max_count,
+                pwned_api_url,
                 warnings: report,
             }),
             _ => Err(report),
         }
     }
+}
+
+/// `APP_PWNED_API_URL` when it is usable; reports why not.
+fn pwned_api_url(
+    url: Option<String>,
+    profile: &Profile,
+    loader: &Loader,
+    report: &mut Report,
+) -> Option<String> {
+    let setting = loader.setting("pwned_api_url");
+    let usable = match palisade_auth::pwned::parse_url(url.as_deref()?) {
+        Err(e) => {
+            report.problem(setting, e.to_string());
+            false
+        }
+        Ok(uri)
+            if *profile == Profile::Prod
+                && uri.scheme_str() != Some("https")
+                && !palisade_auth::pwned::is_loopback(&uri) =>
+        {
+            report.problem(
+                setting,
+                "must be an https:// URL in prod (plain http:// only to a loopback address)",
+            );
+            false
+        }
+        Ok(_) => true,
+    };
+    url.filter(|_| usable)
 }
 
 /// A count from 1 to `i64::MAX` (quotas are kept in SQLite integers).
@@ -388,6 +428,49 @@ mod tests {
         assert_eq!(proxies, ["10.0.0.0/8", "::1/128"]);
         assert!(s.warnings.warnings().is_empty());
         assert!(!format!("{s:?}").contains(&STRONG[..8]));
+    }
+
+    #[test]
+    fn the_pwned_api_url_must_be_an_http_url_and_https_in_prod_off_loopback() {
+        let s = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(s.pwned_api_url, None, "off by default");
+        for bad in [
+            "api.pwnedpasswords.com",
+            "ftp://x",
+            "http://",
+            "https://u:p@x/",
+        ] {
+            let report = Settings::from_vars([("APP_PWNED_API_URL", bad)]).unwrap_err();
+            assert!(
+                report
+                    .to_string()
+                    .contains("APP_PWNED_API_URL: must be an http:// or https:// URL"),
+                "{bad}: {report}"
+            );
+        }
+        let prod = |url: &str| {
+            Settings::from_vars([
+                ("APP_PROFILE", "prod"),
+                ("APP_JWT_SECRET", STRONG),
+                ("APP_PWNED_API_URL", url),
+            ])
+        };
+        let report = prod("http://pwned.internal:8080").unwrap_err();
+        assert!(
+            report
+                .to_string()
+                .contains("APP_PWNED_API_URL: must be an https:// URL in prod")
+        );
+        for fine in [
+            "https://api.pwnedpasswords.com",
+            "http://127.0.0.1:9000",
+            "http://[::1]:9000",
+            "http://localhost:9000",
+        ] {
+            assert_eq!(prod(fine).unwrap().pwned_api_url.as_deref(), Some(fine));
+        }
+        // dev accepts plain http anywhere (a local experiment).
+        assert!(Settings::from_vars([("APP_PWNED_API_URL", "http://pwned.internal")]).is_ok());
     }
 
     #[test]
