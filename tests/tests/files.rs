@@ -243,7 +243,7 @@ fn an_endless_chunked_upload_is_stopped_at_ten_mebibytes() {
     let backend = Backend::start();
     let addr = backend.addr;
     let alice = token(addr, "carol@example.com");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut stream = palisade_security_tests::http::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
@@ -331,7 +331,7 @@ fn the_quota_holds_and_a_dropped_connection_gives_its_reservation_back() {
     // A chunked upload of unknown length reserves what remains (400 bytes),
     // sends a little and hangs up. `100 Continue` comes when the handler
     // first reads the body, after its reservation.
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut stream = palisade_security_tests::http::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();

@@ -150,7 +150,7 @@ fn a_request_head_sent_one_line_a_second_is_cut_within_twelve_seconds() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let backend = Backend::start();
-    let mut slow = std::net::TcpStream::connect(backend.addr).unwrap();
+    let mut slow = palisade_security_tests::http::connect(backend.addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
@@ -208,7 +208,7 @@ fn shutdown_with_a_half_sent_request_head_exits_zero_within_the_drain_deadline()
     use std::io::Write;
     use std::time::{Duration, Instant};
     let backend = Backend::start();
-    let mut hung = std::net::TcpStream::connect(backend.addr).unwrap();
+    let mut hung = palisade_security_tests::http::connect(backend.addr).unwrap();
     hung.write_all(b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Le")
         .unwrap();
     // The server has read the bytes; now the operator stops it.
@@ -246,7 +246,7 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits_zero() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut upload = std::net::TcpStream::connect(backend.addr).unwrap();
+    let mut upload = palisade_security_tests::http::connect(backend.addr).unwrap();
     upload
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
