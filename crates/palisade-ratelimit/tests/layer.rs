@@ -500,6 +500,33 @@ fn bad_configurations_are_refused() {
     assert!(four_parts.is_err());
 }
 
+/// A response body that never ends.
+struct Endless;
+
+impl http_body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// Polls `done` between yields of the (current-thread) runtime until it holds
+/// or 10,000 yields pass: the spawned requests run only while this yields.
+async fn settle(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..10_000 {
+        if done() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    done()
+}
+
 #[tokio::test]
 async fn concurrent_requests_per_client_are_capped() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -526,13 +553,7 @@ async fn concurrent_requests_per_client_are_capped() {
         held.push(tokio::spawn(async move { app.oneshot(r).await.unwrap() }));
     }
     // Wait (bounded, no sleeping across a window) until all three are inside.
-    for _ in 0..1000 {
-        if cap.in_flight() == 3 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(cap.in_flight(), 3);
+    assert!(settle(|| cap.in_flight() == 3).await);
     let res = app.clone().oneshot(req("192.0.2.1")).await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.headers()["retry-after"], "1");
@@ -554,33 +575,6 @@ async fn concurrent_requests_per_client_are_capped() {
     gate.add_permits(1);
     let res = app.oneshot(req("192.0.2.1")).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "the slots were given back");
-}
-
-/// A response body that never ends.
-struct Endless;
-
-impl http_body::Body for Endless {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::task::Poll::Pending
-    }
-}
-
-/// Polls `done` between yields of the (current-thread) runtime until it holds
-/// or 10,000 yields pass: the spawned requests run only while this yields.
-async fn settle(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..10_000 {
-        if done() {
-            return true;
-        }
-        tokio::task::yield_now().await;
-    }
-    done()
 }
 
 /// Issue 18 item 15: a request dropped mid-flight (the client went away, a
