@@ -284,6 +284,34 @@ impl Drop for Backend {
     }
 }
 
+/// What a client does when the backend sheds a request (503 with
+/// `Retry-After`: its hashing threads cannot finish the queue within 2 s, as
+/// on a loaded machine): waits as asked (at most 10 s) and sends again, up to
+/// `attempts` sends in all. For setup steps and for a test's own retries,
+/// never for the answer a test is about.
+///
+/// # Panics
+///
+/// When a 503 carries no valid `Retry-After`.
+pub fn honour_retry_after(
+    attempts: usize,
+    mut send: impl FnMut() -> http::Response,
+) -> http::Response {
+    let mut res = send();
+    for _ in 1..attempts {
+        if res.status != 503 {
+            break;
+        }
+        let wait: u64 = res
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("a 503 says when to retry");
+        std::thread::sleep(Duration::from_secs(wait.min(10)));
+        res = send();
+    }
+    res
+}
+
 /// `APP_REDIS_TIMEOUT_MS` for backends over Redis in this suite. The default
 /// (50 ms) is a production choice: fail fast when Redis stalls. On a test
 /// machine kept busy by other work, a call can wait that long for a CPU, and
