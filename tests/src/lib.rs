@@ -18,6 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -26,6 +27,10 @@ pub use palisade_testkit::http;
 
 /// How long the backend may take to start or to exit.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a log line may take to reach [`Backend::logs`] once written
+/// (the backend's writer flushes every 10 ms; this bounds a loaded machine).
+pub const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The reference backend binary, built on first use.
 ///
@@ -105,6 +110,8 @@ pub struct Backend {
     /// The address it listens on.
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Hears from the log reader when stdout closed (every line is in `logs`).
+    eof: Mutex<mpsc::Receiver<()>>,
     dir: tempfile::TempDir,
 }
 
@@ -129,16 +136,21 @@ impl Backend {
         let stdout = child.stdout.take().expect("piped stdout");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
+        let (eof_tx, eof) = mpsc::channel();
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["message"] == "listening"
-                {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
+                let listening = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .filter(|v| v["message"] == "listening")
+                    .map(|v| v["addr"].as_str().unwrap_or_default().to_owned());
+                // The line is in `logs` before anyone hears of it.
                 sink.lock().expect("log lock").push(line);
+                if let Some(addr) = listening {
+                    let _ = tx.send(addr);
+                }
             }
+            let _ = eof_tx.send(());
         });
         let addr = rx
             .recv_timeout(PROCESS_TIMEOUT)
@@ -149,13 +161,71 @@ impl Backend {
             child,
             addr,
             logs,
+            eof: Mutex::new(eof),
             dir,
         }
     }
 
-    /// The log lines printed so far.
+    /// The log lines printed so far. A line about a request may still be in
+    /// the backend's buffer: to look for one, use [`wait_for_log`]; to check
+    /// that a line is absent, use [`settled_logs`].
+    ///
+    /// [`wait_for_log`]: Self::wait_for_log
+    /// [`settled_logs`]: Self::settled_logs
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("log lock").clone()
+    }
+
+    /// The first JSON log line matching `pred`, waiting for it (bounded by
+    /// [`LOG_TIMEOUT`]).
+    ///
+    /// # Panics
+    ///
+    /// When no such line arrives in time.
+    pub fn wait_for_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + LOG_TIMEOUT;
+        loop {
+            let found = self
+                .logs()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(&pred);
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line within {LOG_TIMEOUT:?}: {:?}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every line about the requests answered so far: sends a marker request
+    /// (`GET /health` with a fresh request id) and waits for its access line.
+    /// A request's lines are written before its response (the access line
+    /// is logged when the response head is ready), and the writer keeps their
+    /// order, so what the marker's line follows is complete: a check that a
+    /// line is absent is then meaningful.
+    ///
+    /// # Panics
+    ///
+    /// When the marker's access line does not arrive in time.
+    pub fn settled_logs(&self) -> Vec<String> {
+        static MARKERS: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "log-marker-{}-{}",
+            std::process::id(),
+            MARKERS.fetch_add(1, Ordering::Relaxed)
+        );
+        let res = http::Request::get("/health")
+            .header("x-request-id", &id)
+            .send(self.addr)
+            .expect("the marker request is answered");
+        assert_eq!(res.header("x-request-id"), Some(id.as_str()));
+        self.wait_for_log(|l| l["request_id"] == id.as_str() && l["target"] == "palisade::access");
+        self.logs()
     }
 
     /// The data directory it was started with.
@@ -203,11 +273,12 @@ impl Backend {
     /// When it does not exit in time.
     pub fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
         let status = wait(&mut self.child);
-        // Let the reader thread drain stdout.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !self.logs().iter().any(|l| l.contains("\"stopped\"")) {
-            std::thread::yield_now();
-        }
+        // The reader thread says when it has read stdout to its end.
+        self.eof
+            .lock()
+            .expect("eof lock")
+            .recv_timeout(LOG_TIMEOUT)
+            .expect("the backend's stdout closed after it exited");
         (status, self.logs())
     }
 }
@@ -232,6 +303,41 @@ impl Drop for Backend {
         let _ = self.child.wait();
     }
 }
+
+/// What a client does when the backend sheds a request (503 with
+/// `Retry-After`: its hashing threads cannot finish the queue within 2 s, as
+/// on a loaded machine): waits as asked (at most 10 s) and sends again, up to
+/// `attempts` sends in all. For setup steps and for a test's own retries,
+/// never for the answer a test is about.
+///
+/// # Panics
+///
+/// When a 503 carries no valid `Retry-After`.
+pub fn honour_retry_after(
+    attempts: usize,
+    mut send: impl FnMut() -> http::Response,
+) -> http::Response {
+    let mut res = send();
+    for _ in 1..attempts {
+        if res.status != 503 {
+            break;
+        }
+        let wait: u64 = res
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("a 503 says when to retry");
+        std::thread::sleep(Duration::from_secs(wait.min(10)));
+        res = send();
+    }
+    res
+}
+
+/// `APP_REDIS_TIMEOUT_MS` for backends over Redis in this suite. The default
+/// (50 ms) is a production choice: fail fast when Redis stalls. On a test
+/// machine kept busy by other work, a call can wait that long for a CPU, and
+/// the backend then rightly answers 503; the tests over Redis are about
+/// limits, lockouts and races, not about Redis latency.
+pub const REDIS_TIMEOUT_MS: &str = "2000";
 
 /// A strong JWT secret shared by instances behind one load balancer.
 pub const SHARED_SECRET: &str = "q8Lw2vZ7xT4nB9cR1mK6pH3sD0fG5jYuE8aN2oW7iVb";
@@ -258,6 +364,7 @@ impl Shared {
     pub fn start(&self) -> Backend {
         Backend::start_with(&[
             ("APP_REDIS_URL", self.redis_url.as_str()),
+            ("APP_REDIS_TIMEOUT_MS", REDIS_TIMEOUT_MS),
             ("APP_DATABASE_URL", self.database_url.as_str()),
             ("APP_JWT_SECRET", SHARED_SECRET),
             ("APP_TRUSTED_PROXIES", "127.0.0.1/32"),
@@ -295,4 +402,20 @@ pub fn run_to_exit_with_args(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus
     let stdout = read(child.stdout.as_mut().map(|s| s as &mut dyn std::io::Read));
     let stderr = read(child.stderr.as_mut().map(|s| s as &mut dyn std::io::Read));
     (status, stdout, stderr)
+}
+
+/// How far the backend's clock may run ahead of a span the test measured
+/// around the same requests (clock reads are not instantaneous; Redis counts
+/// in microseconds).
+pub const CLOCK_SLACK: Duration = Duration::from_millis(5);
+
+/// The most requests a GCRA quota (`burst`, then one more every `interval`)
+/// can allow within `elapsed`, measured by the test from before the first
+/// request was sent to after the last answer came: the server saw a shorter
+/// span. A rate-limit test asserts at most this many passed, and at least
+/// `burst` (served before any refill can matter): neither bound depends on
+/// how fast the machine is, so a loaded machine cannot make it fail.
+pub fn most_allowed(burst: u32, interval: Duration, elapsed: Duration) -> u64 {
+    let refills = (elapsed + CLOCK_SLACK).as_nanos() / interval.as_nanos().max(1);
+    u64::from(burst) + u64::try_from(refills).unwrap_or(u64::MAX)
 }

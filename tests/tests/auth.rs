@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code: a failed step is a failed test
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use palisade_security_tests::http::{Request, Response};
-use palisade_security_tests::{Backend, Shared};
+use palisade_security_tests::{Backend, Shared, most_allowed};
 use palisade_testkit::redis::RedisServer;
 use serde_json::{Value, json};
 
@@ -105,7 +106,7 @@ fn every_auth_row_of_the_contract() {
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     assert!(
         !backend
-            .logs()
+            .settled_logs()
             .iter()
             .any(|l| l.contains(&access) || l.contains(&refresh) || l.contains(PASSWORD))
     );
@@ -181,18 +182,41 @@ fn every_auth_row_of_the_contract() {
     );
 }
 
+/// Logins per client IP: 5 a minute (one more every 12 s).
+const LOGIN_BURST: u32 = 5;
+const LOGIN_INTERVAL: Duration = Duration::from_secs(12);
+/// Registrations per client IP: 3 a minute (one more every 20 s).
+const REGISTER_BURST: u32 = 3;
+const REGISTER_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Sends `attempt(i)` until one answers 429 (at most 20): the statuses, and
+/// the time from before the first was sent to after the last answer came.
+fn until_limited(mut attempt: impl FnMut(usize) -> Response) -> (Vec<Response>, Duration) {
+    let start = Instant::now();
+    let mut answers: Vec<Response> = Vec::new();
+    while answers.last().is_none_or(|r| r.status != 429) && answers.len() < 20 {
+        answers.push(attempt(answers.len()));
+    }
+    (answers, start.elapsed())
+}
+
 #[test]
 fn the_sixth_login_and_the_fourth_registration_from_one_ip_get_429() {
     let backend = Backend::start();
     let addr = backend.addr;
-    for i in 0..5 {
-        let res = post(
+    let (answers, elapsed) = until_limited(|i| {
+        post(
             addr,
             "/auth/login",
             &creds(&format!("u{i}@example.com"), "wrong password"),
             None,
             None,
-        );
+        )
+    });
+    // The first five are checked whatever the clock; the sixth is refused
+    // unless the test took 12 s (then at most one more per 12 s passed).
+    let (refused, checked) = answers.split_last().unwrap();
+    for (i, res) in checked.iter().enumerate() {
         assert_eq!(res.status, 401, "attempt {i}");
         assert_eq!(
             res.header("ratelimit"),
@@ -200,40 +224,41 @@ fn the_sixth_login_and_the_fourth_registration_from_one_ip_get_429() {
             "login does not advertise its quota"
         );
     }
-    let res = post(
-        addr,
-        "/auth/login",
-        &creds("u9@example.com", "wrong password"),
-        None,
-        None,
+    let most = most_allowed(LOGIN_BURST, LOGIN_INTERVAL, elapsed);
+    assert!(
+        checked.len() as u64 >= u64::from(LOGIN_BURST) && checked.len() as u64 <= most,
+        "{} logins checked in {elapsed:?} (at most {most})",
+        checked.len()
     );
-    assert_eq!(res.status, 429);
-    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert_eq!(refused.status, 429);
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=12).contains(&retry), "{retry}");
     assert_eq!(
-        res.json().unwrap()["type"],
+        refused.json().unwrap()["type"],
         "urn:palisade:problem:rate-limited"
     );
 
-    for i in 0..3 {
-        let res = post(
+    let (answers, elapsed) = until_limited(|i| {
+        post(
             addr,
             "/auth/register",
             &creds(&format!("r{i}@example.com"), PASSWORD),
             None,
             None,
-        );
+        )
+    });
+    let (refused, created) = answers.split_last().unwrap();
+    for (i, res) in created.iter().enumerate() {
         assert_eq!(res.status, 201, "registration {i}: {}", res.text());
     }
-    let res = post(
-        addr,
-        "/auth/register",
-        &creds("r9@example.com", PASSWORD),
-        None,
-        None,
+    let most = most_allowed(REGISTER_BURST, REGISTER_INTERVAL, elapsed);
+    assert!(
+        created.len() as u64 >= u64::from(REGISTER_BURST) && created.len() as u64 <= most,
+        "{} registrations in {elapsed:?} (at most {most})",
+        created.len()
     );
-    assert_eq!(res.status, 429);
-    assert!(res.header("retry-after").is_some());
+    assert_eq!(refused.status, 429);
+    assert!(refused.header("retry-after").is_some());
 }
 
 #[test]
@@ -295,15 +320,10 @@ fn distributed_guessing_locks_the_account_but_not_its_owner() {
         Some(home),
     );
     assert_eq!(res.status, 200, "{}", res.text());
-    assert!(
-        backend
-            .logs()
-            .iter()
-            .any(|l| l.contains("\"event\":\"lockout\"") && l.contains("\"scope\":\"account\""))
-    );
+    backend.wait_for_log(|l| l["event"] == "lockout" && l["scope"] == "account");
     assert!(
         !backend
-            .logs()
+            .settled_logs()
             .iter()
             .any(|l| l.contains("owner@example.com")),
         "audit lines carry a digest, not the email"
@@ -328,22 +348,29 @@ fn two_instances_over_redis_share_limits_lockouts_and_logouts() {
         201
     );
     // Logins alternate between the instances: one budget of 5 per minute.
-    let mut statuses = Vec::new();
-    for i in 0..6 {
+    let (answers, elapsed) = until_limited(|i| {
         let addr = if i % 2 == 0 { a.addr } else { b.addr };
         let password = if i == 0 { PASSWORD } else { "wrong password" };
-        statuses.push(
-            post(
-                addr,
-                "/auth/login",
-                &creds("sam@example.com", password),
-                None,
-                None,
-            )
-            .status,
-        );
-    }
-    assert_eq!(statuses, [200, 401, 401, 401, 401, 429]);
+        post(
+            addr,
+            "/auth/login",
+            &creds("sam@example.com", password),
+            None,
+            None,
+        )
+    });
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    // Five checked whatever the clock, then refused (unless the test took
+    // 12 s: at most one more per 12 s). The lockout of the (account, IP)
+    // pair takes over at the fifth consecutive failure, so a late sixth
+    // check is answered 401 or 429, never 200.
+    let most = most_allowed(LOGIN_BURST, LOGIN_INTERVAL, elapsed);
+    assert_eq!(statuses[..5], [200, 401, 401, 401, 401], "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(
+        statuses.len() as u64 - 1 <= most,
+        "{statuses:?} in {elapsed:?} (at most {most} checked)"
+    );
 
     // A logout on one instance is effective on the other at once.
     let c = env.start();

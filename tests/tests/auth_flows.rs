@@ -15,17 +15,15 @@ use std::sync::{Barrier, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard}
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use palisade_security_tests::http::{Request, Response};
-use palisade_security_tests::{Backend, Shared};
+use palisade_security_tests::{Backend, Shared, honour_retry_after, most_allowed};
 use palisade_testkit::redis::RedisServer;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "violet quartz harbor timber";
 const NEW_PASSWORD: &str = "amber lantern copper meadow";
-/// The budget of the login burst (test 1).
-const BURST_BUDGET: Duration = Duration::from_secs(2);
 
-/// The timed burst runs alone: the other tests of this file hash passwords
-/// too, and on a small machine they would be what the burst measures.
+/// The burst runs alone: the other tests of this file hash passwords too,
+/// and on a small machine they would be what the burst meets.
 static TIMING: RwLock<()> = RwLock::new(());
 
 fn shared_cpu() -> RwLockReadGuard<'static, ()> {
@@ -71,8 +69,13 @@ fn creds(email: &str, password: &str) -> Value {
     json!({"email": email, "password": password})
 }
 
+/// Setup steps hash passwords: on a loaded machine the backend may shed one
+/// with 503 and `Retry-After`, and a client tries again (the registration
+/// quota, 3 a minute per address, allows it).
 fn register(addr: SocketAddr, email: &str, password: &str, from: &str) {
-    let res = post(addr, "/auth/register", &creds(email, password), None, from);
+    let res = honour_retry_after(3, || {
+        post(addr, "/auth/register", &creds(email, password), None, from)
+    });
     assert_eq!(res.status, 201, "registering {email}: {}", res.text());
 }
 
@@ -94,7 +97,9 @@ impl Pair {
 }
 
 fn login(addr: SocketAddr, email: &str, password: &str, from: &str) -> Pair {
-    let res = post(addr, "/auth/login", &creds(email, password), None, from);
+    let res = honour_retry_after(3, || {
+        post(addr, "/auth/login", &creds(email, password), None, from)
+    });
     assert_eq!(res.status, 200, "login of {email}: {}", res.text());
     Pair::from_response(&res)
 }
@@ -132,8 +137,15 @@ fn jitter(seed: &std::hash::RandomState, i: usize) -> (Duration, Duration) {
     }
 }
 
+/// 32 logins of 32 accounts at once. The contract serves a burst that the
+/// hashing threads finish within 2 s and sheds the rest with 503 and
+/// `Retry-After`; how much fits depends on the machine and its load, so the
+/// test asserts what does not: the first round (one login per core) is
+/// always served, every other login is served or shed with `Retry-After`,
+/// and a shed login succeeds when retried. The time the burst took and how
+/// many were shed are printed (the benchmark measures throughput).
 #[test]
-fn thirty_two_concurrent_logins_of_thirty_two_accounts_all_succeed_within_two_seconds() {
+fn thirty_two_concurrent_logins_are_served_or_shed_with_retry_after_never_lost() {
     const N: usize = 32;
     let _cpu = exclusive_cpu();
     let backend = behind_proxy();
@@ -159,7 +171,7 @@ fn thirty_two_concurrent_logins_of_thirty_two_accounts_all_succeed_within_two_se
                     let from = client(1, 100 + i);
                     barrier.wait();
                     let res = post(addr, "/auth/login", &body, None, &from);
-                    (Instant::now(), res.status, res.text())
+                    (Instant::now(), res)
                 })
             })
             .collect();
@@ -168,45 +180,87 @@ fn thirty_two_concurrent_logins_of_thirty_two_accounts_all_succeed_within_two_se
         let answers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         (start, answers)
     });
-    let last = answers.iter().map(|(at, _, _)| *at).max().unwrap();
+    let last = answers.iter().map(|(at, _)| *at).max().unwrap();
     let elapsed = last.saturating_duration_since(start);
-    println!("{N} concurrent logins answered in {elapsed:?}");
-    for (i, (_, status, body)) in answers.iter().enumerate() {
-        assert_eq!(*status, 200, "login {i}: {body}");
-    }
+    let served = answers.iter().filter(|(_, r)| r.status == 200).count();
+    println!("{N} concurrent logins: {served} served in {elapsed:?}, the rest shed");
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     assert!(
-        elapsed <= BURST_BUDGET,
-        "{N} concurrent logins took {elapsed:?} (budget {BURST_BUDGET:?})"
+        served >= cores.min(N),
+        "{served} served at once, fewer than the {cores} hashing threads"
     );
+    for (i, (_, res)) in answers.iter().enumerate() {
+        match res.status {
+            200 => {}
+            503 => {
+                let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+                assert!((1..=10).contains(&retry), "login {i}: Retry-After {retry}");
+                assert_eq!(
+                    res.json().unwrap()["type"],
+                    "urn:palisade:problem:unavailable"
+                );
+                // The client honours Retry-After (the login quota, 5 a
+                // minute per address, allows four more).
+                let again = honour_retry_after(4, || {
+                    post(
+                        addr,
+                        "/auth/login",
+                        &creds(&email(i), PASSWORD),
+                        None,
+                        &client(1, 100 + i),
+                    )
+                });
+                assert_eq!(again.status, 200, "login {i} retried: {}", again.text());
+            }
+            other => panic!("login {i}: {other} {}", res.text()),
+        }
+    }
+}
+
+/// The per-user quota of authenticated API requests: 100 a minute (one more
+/// every 600 ms).
+const API_BURST: u32 = 100;
+const API_INTERVAL: Duration = Duration::from_millis(600);
+
+/// Sends `/me` with `access` until it is refused, each request from another
+/// client address (so only the per-user policy can refuse): how many passed,
+/// the refusal, and the time from before the first was sent to after the
+/// refusal came. Bounded: a quota that never refuses fails the test.
+fn drain(addr: SocketAddr, access: &str, first_client: usize) -> (u64, Response, Duration) {
+    let start = Instant::now();
+    let mut ok = 0;
+    for i in first_client..first_client + 2000 {
+        let res = me(addr, access, &client(2, i));
+        match res.status {
+            200 => ok += 1,
+            429 => return (ok, res, start.elapsed()),
+            other => panic!("request {i}: {other} {}", res.text()),
+        }
+    }
+    panic!("the per-user quota never refused: {ok} requests passed");
 }
 
 #[test]
 fn logout_still_answers_204_when_the_per_user_quota_is_drained_from_another_token() {
+    const DEFENDERS: usize = 3;
     let _cpu = shared_cpu();
     let backend = behind_proxy();
     let addr = backend.addr;
     let email = "drained@example.com";
     register(addr, email, PASSWORD, &client(2, 0));
     let a = login(addr, email, PASSWORD, &client(2, 1));
-    let b = login(addr, email, PASSWORD, &client(2, 2));
+    let defenders: Vec<Pair> = (0..DEFENDERS)
+        .map(|i| login(addr, email, PASSWORD, &client(2, 2 + i)))
+        .collect();
 
-    // Drain the per-user quota with token A, each request from another
-    // client address: only the per-user policy can refuse.
-    let mut ok = 0;
-    let mut limited = None;
-    for i in 0..120 {
-        let res = me(addr, &a.access, &client(2, 10 + i));
-        match res.status {
-            200 => ok += 1,
-            429 => {
-                limited = Some(res);
-                break;
-            }
-            other => panic!("request {i} with token A: {other} {}", res.text()),
-        }
-    }
-    let limited = limited.expect("the per-user quota of 100/min ran out within 120 requests");
-    assert!((100..=110).contains(&ok), "{ok} requests passed first");
+    // Drain the per-user quota with token A: the burst passes whatever the
+    // clock, then no more than the refill over the time it took.
+    let (ok, limited, elapsed) = drain(addr, &a.access, 10);
+    let most = most_allowed(API_BURST, API_INTERVAL, elapsed);
+    assert!(
+        (u64::from(API_BURST)..=most).contains(&ok),
+        "{ok} requests passed first in {elapsed:?} (at most {most})"
+    );
     let policy = limited.header("ratelimit-policy").unwrap_or_default();
     assert!(
         policy.starts_with("\"api\";"),
@@ -218,15 +272,35 @@ fn logout_still_answers_204_when_the_per_user_quota_is_drained_from_another_toke
     );
     assert!(limited.header("retry-after").is_some());
 
-    // Token B defends the account all the same.
-    let res = logout(addr, &b.access, &client(2, 200));
-    assert_eq!(res.status, 204, "{}", res.text());
-    let res = me(addr, &b.access, &client(2, 201));
-    assert_eq!(res.status, 401, "{}", res.text());
-    let res = refresh(addr, &b.refresh, &client(2, 202));
-    assert_eq!(res.status, 401, "{}", res.text());
-    // Token A is still over its quota: it was not B's logout that answered.
-    assert_eq!(me(addr, &a.access, &client(2, 203)).status, 429);
+    // Another token of the user defends the account all the same: its logout
+    // is answered 204 right after A was refused. Whether the quota was still
+    // drained when the logout came is known afterwards: A refused again (no
+    // counted request passed in between, so none could have at the logout).
+    // The quota refills one request every 600 ms; on a machine so slow that
+    // it refilled in between, the next defender tries again.
+    let mut defended = 0;
+    let mut proven = false;
+    while !proven && defended < DEFENDERS {
+        let first = 3000 + 10 * defended;
+        drain(addr, &a.access, first);
+        let res = logout(addr, &defenders[defended].access, &client(2, first + 5));
+        assert_eq!(res.status, 204, "defender {defended}: {}", res.text());
+        let after = me(addr, &a.access, &client(2, first + 6));
+        assert!(matches!(after.status, 200 | 429), "{}", after.text());
+        proven = after.status == 429;
+        defended += 1;
+    }
+    assert!(
+        proven,
+        "the quota refilled between A's refusal and each of {DEFENDERS} logouts"
+    );
+    // The sessions logged out are over.
+    for (d, defender) in defenders.iter().take(defended).enumerate() {
+        let res = me(addr, &defender.access, &client(2, 4000 + d));
+        assert_eq!(res.status, 401, "defender {d}: {}", res.text());
+        let res = refresh(addr, &defender.refresh, &client(2, 4100 + d));
+        assert_eq!(res.status, 401, "defender {d}: {}", res.text());
+    }
 }
 
 #[test]
@@ -416,6 +490,8 @@ struct RaceOutcome {
     refreshed: Option<Pair>,
     refresh_status: u16,
     logout_status: u16,
+    /// The bodies of the two answers, for the failure message.
+    bodies: (String, String),
 }
 
 /// Runs `f(i)` for `0..n`, `batch` at a time, each on its own thread.
@@ -464,6 +540,7 @@ fn race_refresh_with_logout(
         refreshed: (refreshed.status == 200).then(|| Pair::from_response(&refreshed)),
         refresh_status: refreshed.status,
         logout_status: logged_out.status,
+        bodies: (refreshed.text(), logged_out.text()),
     }
 }
 
@@ -514,11 +591,11 @@ fn refresh_races_with_logout_leave_no_live_token_across_two_instances() {
         .iter()
         .enumerate()
         .filter(|(_, o)| o.logout_status != 204 || !matches!(o.refresh_status, 200 | 401))
-        .map(|(i, o)| (i, o.refresh_status, o.logout_status))
+        .map(|(i, o)| (i, o.refresh_status, o.logout_status, &o.bodies))
         .collect();
     assert!(
         odd.is_empty(),
-        "(session, refresh, logout) answers: {odd:?}"
+        "(session, refresh, logout, bodies) answers: {odd:?}"
     );
     let problems: Vec<String> = in_batches(N, 10, |i| live_tokens(&env, i, &outcomes[i]))
         .into_iter()

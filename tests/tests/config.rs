@@ -85,7 +85,7 @@ fn secret_file_indirection_works_in_prod() {
         Request::get("/health").send(backend.addr).unwrap().status,
         200
     );
-    let logs = backend.logs().join("\n");
+    let logs = backend.settled_logs().join("\n");
     assert!(!logs.contains("\"WARN\""), "{logs}");
     assert_not_echoed(STRONG, &logs);
 

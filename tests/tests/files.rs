@@ -263,7 +263,7 @@ fn an_upload_one_chunk_past_ten_mebibytes_is_refused_and_the_connection_ended() 
     assert_eq!(exact.status, 201, "{}", exact.text());
     assert_eq!(exact.json().unwrap()["size"], CAP);
 
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut stream = palisade_security_tests::http::connect(addr).unwrap();
     let timeout = Some(std::time::Duration::from_secs(20));
     stream.set_read_timeout(timeout).unwrap();
     stream.set_write_timeout(timeout).unwrap();
@@ -359,7 +359,7 @@ fn the_quota_holds_and_a_dropped_connection_gives_its_reservation_back() {
     // A chunked upload of unknown length reserves what remains (400 bytes),
     // sends a little and hangs up. `100 Continue` comes when the handler
     // first reads the body, after its reservation.
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut stream = palisade_security_tests::http::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();

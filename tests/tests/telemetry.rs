@@ -13,22 +13,6 @@ fn json_lines(backend: &Backend) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Waits (bounded) until the backend has logged a line matching `pred`.
-fn wait_for(backend: &Backend, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if let Some(line) = json_lines(backend).into_iter().find(&pred) {
-            return line;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no such log line: {:?}",
-            backend.logs()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn request_id_is_echoed_and_on_the_access_line() {
     let backend = Backend::start();
@@ -37,7 +21,7 @@ fn request_id_is_echoed_and_on_the_access_line() {
         .send(backend.addr)
         .unwrap();
     assert_eq!(res.header("x-request-id"), Some("bb-test-42"));
-    let access = wait_for(&backend, |l| l["request_id"] == "bb-test-42");
+    let access = backend.wait_for_log(|l| l["request_id"] == "bb-test-42");
     assert_eq!(access["target"], "palisade::access");
     assert_eq!(access["message"], "request");
     assert_eq!(access["method"], "GET");
@@ -65,9 +49,8 @@ fn every_line_of_a_request_has_its_id_even_from_spawned_tasks() {
         .send(backend.addr)
         .unwrap();
     assert_eq!(res.status, 200);
-    wait_for(&backend, |l| {
-        l["request_id"] == "ready-probe-7" && l["target"] == "palisade::access"
-    });
+    backend
+        .wait_for_log(|l| l["request_id"] == "ready-probe-7" && l["target"] == "palisade::access");
     let mine: Vec<_> = json_lines(&backend)
         .into_iter()
         .filter(|l| l["request_id"] == "ready-probe-7")
@@ -125,9 +108,8 @@ fn invalid_ids_are_replaced_and_rejections_carry_one() {
             "status {}",
             res.status
         );
-        let access = wait_for(&backend, |l| {
-            l["request_id"] == id.as_str() && l["target"] == "palisade::access"
-        });
+        let access = backend
+            .wait_for_log(|l| l["request_id"] == id.as_str() && l["target"] == "palisade::access");
         assert_eq!(access["status"], res.status);
     }
     // The cross-origin refusal was also logged, with the request id.
@@ -136,7 +118,7 @@ fn invalid_ids_are_replaced_and_rejections_carry_one() {
             .iter()
             .any(|l| l["reason"] == "cross_origin" && l["request_id"].is_string())
     );
-    let unmatched = wait_for(&backend, |l| l["status"] == 404);
+    let unmatched = backend.wait_for_log(|l| l["status"] == 404);
     assert_eq!(unmatched["route"], "<unmatched>");
 }
 
@@ -181,8 +163,8 @@ fn credentials_never_reach_a_log_line() {
     .send(backend.addr)
     .unwrap();
     assert_eq!(res.status, 200);
-    wait_for(&backend, |l| l["request_id"] == "redaction-check");
-    let all = backend.logs().join("\n");
+    backend.wait_for_log(|l| l["request_id"] == "redaction-check");
+    let all = backend.settled_logs().join("\n");
     for secret in secrets {
         assert!(!all.contains(secret), "{secret} logged:\n{all}");
     }
@@ -243,5 +225,5 @@ fn metrics_token_is_required_when_configured() {
     assert_eq!(get(Some("Bearer wrong-token")).status, 403);
     assert_eq!(get(Some(&format!("Basic {token}"))).status, 403);
     assert_eq!(get(Some(&format!("Bearer {token}"))).status, 200);
-    assert!(!backend.logs().join("\n").contains(token));
+    assert!(!backend.settled_logs().join("\n").contains(token));
 }

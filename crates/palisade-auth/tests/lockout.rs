@@ -109,6 +109,40 @@ async fn distributed_guessing_locks_the_account_but_not_for_its_owner() {
     lockout.settle(ok, Settlement::Success).await;
 }
 
+/// Issue 18 item 15: the owner's address is remembered for 30 days from its
+/// last successful login, to the second: at 30 days minus 1 s it still gets
+/// through an account lock, at 30 days plus 1 s it is locked out like any
+/// other address.
+#[tokio::test]
+async fn the_known_client_mark_expires_thirty_days_after_the_last_success() {
+    const THIRTY_DAYS_S: u64 = 30 * 86_400;
+    let (clock, lockout) = memory();
+    let home = ip(1000);
+    let ok = lockout.reserve("owner@example.com", home).await.unwrap();
+    lockout.settle(ok, Settlement::Success).await;
+
+    clock.advance(Duration::from_secs(THIRTY_DAYS_S - 1));
+    for n in 0..50 {
+        fail(&lockout, "owner@example.com", ip(n)).await.unwrap();
+    }
+    assert!(lockout.reserve("owner@example.com", ip(77)).await.is_err());
+    // Still known: its attempt is not stopped by the account lock. (A failed
+    // attempt, so that no success renews the mark.)
+    let attempt = lockout
+        .reserve("owner@example.com", home)
+        .await
+        .expect("known 1 s before the mark expires");
+    lockout.settle(attempt, Settlement::Failure).await;
+
+    clock.advance(Duration::from_secs(2));
+    let Err(LockoutError::Locked { retry_after }) =
+        lockout.reserve("owner@example.com", home).await
+    else {
+        panic!("1 s after the mark expired, the owner's address is unknown");
+    };
+    assert_eq!(retry_after, Duration::from_secs(3600 - 2));
+}
+
 #[tokio::test]
 async fn unlock_lifts_the_account_lock_and_is_audited() {
     let (_clock, lockout) = memory();

@@ -234,6 +234,72 @@ mod tests {
         }
     }
 
+    /// Characters a log line or a header must never receive from a request
+    /// id: CR, LF, NUL and the other controls, DEL, quotes, backslash, JSON
+    /// and header syntax, spaces, non-ASCII (a line separator among them).
+    fn unsafe_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            4 => prop::sample::select(vec!['\r', '\n', '\0']),
+            2 => (0u8..0x20).prop_map(char::from),
+            1 => Just('\u{7f}'),
+            2 => prop::sample::select(vec!['"', '\\', '{', '}', ':', ',', ';', ' ', '=', '/']),
+            1 => prop::sample::select(vec!['é', '\u{2028}', '\u{85}', '\u{feff}']),
+        ]
+    }
+
+    /// An id as parts: safe runs with unsafe characters between them.
+    fn id_parts() -> impl Strategy<Value = (Vec<String>, Vec<char>)> {
+        (1usize..5).prop_flat_map(|n| {
+            (
+                proptest::collection::vec("[A-Za-z0-9._-]{0,60}", n),
+                proptest::collection::vec(unsafe_char(), n - 1),
+            )
+        })
+    }
+
+    fn join(safe: &[String], bad: &[char]) -> String {
+        let mut out = String::new();
+        for (i, run) in safe.iter().enumerate() {
+            out.push_str(run);
+            if let Some(c) = bad.get(i) {
+                out.push(*c);
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+        /// Issue 18 item 14: an id carrying CR, LF, NUL or any other unsafe
+        /// character is refused (as text and as header bytes), a safe one
+        /// of 1–128 characters accepted as it is; the sanitised form is the
+        /// safe runs joined, cut to 128, `-` when empty. The expectations
+        /// come from how the id was built.
+        #[test]
+        fn ids_with_unsafe_characters_are_refused_and_sanitised_away(
+            (safe, bad) in id_parts(),
+        ) {
+            let id = join(&safe, &bad);
+            let clean: String = safe.concat();
+            let accepted = bad.is_empty() && (1..=MAX_REQUEST_ID_LEN).contains(&id.len());
+            prop_assert_eq!(
+                RequestId::parse(&id).map(|r| r.as_str().to_owned()),
+                accepted.then(|| id.clone()),
+                "{:?}", id
+            );
+            prop_assert_eq!(
+                RequestId::from_bytes(id.as_bytes()).map(|r| r.as_str().to_owned()),
+                accepted.then(|| id.clone())
+            );
+            let mut want: String = clean.chars().take(MAX_REQUEST_ID_LEN).collect();
+            if want.is_empty() {
+                want.push('-');
+            }
+            let sanitized = RequestId::sanitized(&id);
+            prop_assert_eq!(sanitized.as_str(), want.as_str());
+        }
+    }
+
     #[test]
     fn invalid_utf8_is_refused() {
         assert!(RequestId::from_bytes(&[0xff, b'a']).is_none());

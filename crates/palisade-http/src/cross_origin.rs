@@ -11,8 +11,13 @@
 //!    other value (`cross-site`, `same-site`: a sibling sub-domain is not
 //!    trusted either) is refused;
 //! 3. without `Sec-Fetch-Site`, a request with no `Origin` passes (not a
-//!    browser, or a very old one), one whose `Origin` host equals `Host`
-//!    passes, any other (including `Origin: null`) is refused.
+//!    browser, or a very old one), one whose `Origin` is the service's own
+//!    passes — its scheme is the service's (`https`, unless
+//!    [`served_over_http`](CrossOriginProtection::served_over_http)) and its
+//!    host equals `Host` — and any other is refused: `Origin: null`, another
+//!    host, and the same host over the other scheme (`http://` is another
+//!    origin, and for an `https` service a page an attacker on the network can
+//!    forge).
 //!
 //! APIs authenticated by a bearer token do not need this (a browser cannot
 //! attach the token cross-site); cookie sessions do.
@@ -58,6 +63,7 @@ const SEC_FETCH_SITE: http::HeaderName = http::HeaderName::from_static("sec-fetc
 #[must_use]
 pub struct CrossOriginProtection {
     trusted: Vec<String>,
+    plain_http: bool,
 }
 
 impl CrossOriginProtection {
@@ -73,6 +79,15 @@ impl CrossOriginProtection {
         self
     }
 
+    /// The service's own pages are served over plain `http` (local
+    /// development): its own origin is `http://` and `Host`, not the default
+    /// `https://` and `Host`. Only browsers without `Sec-Fetch-Site` are
+    /// judged by it.
+    pub fn served_over_http(mut self) -> Self {
+        self.plain_http = true;
+        self
+    }
+
     /// Validates and builds the layer.
     pub fn build(self) -> Result<CrossOriginProtectionLayer, ConfigError> {
         let trusted = self
@@ -82,6 +97,7 @@ impl CrossOriginProtection {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(CrossOriginProtectionLayer {
             trusted: trusted.into(),
+            own_scheme: if self.plain_http { "http" } else { "https" },
         })
     }
 }
@@ -90,6 +106,7 @@ impl CrossOriginProtection {
 #[derive(Debug, Clone)]
 pub struct CrossOriginProtectionLayer {
     trusted: Arc<[Origin]>,
+    own_scheme: &'static str,
 }
 
 impl<S> Layer<S> for CrossOriginProtectionLayer {
@@ -99,6 +116,7 @@ impl<S> Layer<S> for CrossOriginProtectionLayer {
         CrossOriginProtectionService {
             inner,
             trusted: self.trusted.clone(),
+            own_scheme: self.own_scheme,
         }
     }
 }
@@ -108,10 +126,16 @@ impl<S> Layer<S> for CrossOriginProtectionLayer {
 pub struct CrossOriginProtectionService<S> {
     inner: S,
     trusted: Arc<[Origin]>,
+    own_scheme: &'static str,
 }
 
 /// Why a request was refused (also the log field).
-fn verdict(method: &Method, headers: &HeaderMap, trusted: &[Origin]) -> Result<(), &'static str> {
+fn verdict(
+    method: &Method,
+    headers: &HeaderMap,
+    trusted: &[Origin],
+    own_scheme: &str,
+) -> Result<(), &'static str> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -132,15 +156,15 @@ fn verdict(method: &Method, headers: &HeaderMap, trusted: &[Origin]) -> Result<(
         return Ok(());
     };
     let host = headers.get(HOST).map(http::HeaderValue::as_bytes);
-    let origin_host = origin
+    let own = origin
         .to_str()
         .ok()
         .and_then(|o| o.split_once("://"))
-        .map(|(_, host)| host.as_bytes());
-    match (origin_host, host) {
-        (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => Ok(()),
-        _ => Err("origin"),
-    }
+        .is_some_and(|(scheme, origin_host)| {
+            scheme.eq_ignore_ascii_case(own_scheme)
+                && host.is_some_and(|h| origin_host.as_bytes().eq_ignore_ascii_case(h))
+        });
+    if own { Ok(()) } else { Err("origin") }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CrossOriginProtectionService<S>
@@ -156,7 +180,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match verdict(req.method(), req.headers(), &self.trusted) {
+        match verdict(req.method(), req.headers(), &self.trusted, self.own_scheme) {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
             Err(by) => {
                 tracing::info!(reason = "cross_origin", decided_by = by, "request rejected");
@@ -176,11 +200,11 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn check(method: &Method, headers: &[(&str, &str)]) -> bool {
-        let layer = CrossOriginProtection::new()
-            .trust_origin("https://sso.example.com")
-            .build()
-            .unwrap();
+    fn check_with(
+        layer: &CrossOriginProtectionLayer,
+        method: &Method,
+        headers: &[(&str, &str)],
+    ) -> bool {
         let mut map = HeaderMap::new();
         for (n, v) in headers {
             map.append(
@@ -188,7 +212,73 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        verdict(method, &map, &layer.trusted).is_ok()
+        verdict(method, &map, &layer.trusted, layer.own_scheme).is_ok()
+    }
+
+    fn check(method: &Method, headers: &[(&str, &str)]) -> bool {
+        let layer = CrossOriginProtection::new()
+            .trust_origin("https://sso.example.com")
+            .build()
+            .unwrap();
+        check_with(&layer, method, headers)
+    }
+
+    /// Issue 18 item 15: without `Sec-Fetch-Site`, the same host over the
+    /// other scheme is another origin, refused in both directions: `http://`
+    /// against an `https` service (a downgrade: a network attacker can serve
+    /// that page) and `https://` against a service served over `http`.
+    #[test]
+    fn the_same_host_over_the_other_scheme_is_another_origin() {
+        fn from(origin: &str) -> [(&str, &str); 2] {
+            [("host", "app.example.com"), ("origin", origin)]
+        }
+        let host = ("host", "app.example.com");
+        let https = CrossOriginProtection::new().build().unwrap();
+        let http = CrossOriginProtection::new()
+            .served_over_http()
+            .build()
+            .unwrap();
+        for (layer, own, other) in [
+            (&https, "https://app.example.com", "http://app.example.com"),
+            (&http, "http://app.example.com", "https://app.example.com"),
+        ] {
+            assert!(check_with(layer, &Method::POST, &from(own)), "{own}");
+            assert!(
+                check_with(layer, &Method::POST, &from(&own.to_ascii_uppercase())),
+                "{own} in upper case"
+            );
+            for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+                assert!(
+                    !check_with(layer, &method, &from(other)),
+                    "{method} {other}"
+                );
+            }
+            assert!(
+                !check_with(layer, &Method::POST, &from(&other.to_ascii_uppercase())),
+                "{other} in upper case"
+            );
+            // Browsers that send Sec-Fetch-Site decide by it, scheme included.
+            assert!(!check_with(
+                layer,
+                &Method::POST,
+                &[host, ("origin", other), ("sec-fetch-site", "cross-site")]
+            ));
+        }
+        // A trusted origin is exact, scheme included.
+        let sso = CrossOriginProtection::new()
+            .trust_origin("https://sso.example.com")
+            .build()
+            .unwrap();
+        assert!(check_with(
+            &sso,
+            &Method::POST,
+            &from("https://sso.example.com")
+        ));
+        assert!(!check_with(
+            &sso,
+            &Method::POST,
+            &from("http://sso.example.com")
+        ));
     }
 
     type Case<'a> = (Method, &'a [(&'a str, &'a str)], bool);

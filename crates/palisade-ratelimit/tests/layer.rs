@@ -500,6 +500,33 @@ fn bad_configurations_are_refused() {
     assert!(four_parts.is_err());
 }
 
+/// A response body that never ends.
+struct Endless;
+
+impl http_body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// Polls `done` between yields of the (current-thread) runtime until it holds
+/// or 10,000 yields pass: the spawned requests run only while this yields.
+async fn settle(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..10_000 {
+        if done() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    done()
+}
+
 #[tokio::test]
 async fn concurrent_requests_per_client_are_capped() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -526,13 +553,7 @@ async fn concurrent_requests_per_client_are_capped() {
         held.push(tokio::spawn(async move { app.oneshot(r).await.unwrap() }));
     }
     // Wait (bounded, no sleeping across a window) until all three are inside.
-    for _ in 0..1000 {
-        if cap.in_flight() == 3 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(cap.in_flight(), 3);
+    assert!(settle(|| cap.in_flight() == 3).await);
     let res = app.clone().oneshot(req("192.0.2.1")).await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.headers()["retry-after"], "1");
@@ -554,6 +575,71 @@ async fn concurrent_requests_per_client_are_capped() {
     gate.add_permits(1);
     let res = app.oneshot(req("192.0.2.1")).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK, "the slots were given back");
+}
+
+/// Issue 18 item 15: a request dropped mid-flight (the client went away, a
+/// deadline fired) gives its slot back, whether it is dropped while the
+/// handler runs or after the response head, with its body unread. After many
+/// such requests the full cap is still available.
+#[tokio::test]
+async fn requests_dropped_mid_flight_give_their_slots_back() {
+    const CAP: u32 = 3;
+    let cap = ClientConcurrencyLayer::new(CAP);
+    let app = Router::new()
+        // Never answers: dropped while the handler waits.
+        .route("/hang", get(std::future::pending::<&'static str>))
+        // Answers with a body that never ends: dropped with the response.
+        .route("/stream", get(|| async { Body::new(Endless) }))
+        .route("/ok", get(|| async { "ok" }))
+        .layer(cap.clone())
+        .layer(ClientIpLayer::new(ClientIpResolver::default()));
+    let req = |path: &str| {
+        from("192.0.2.1", Request::get(path))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for round in 0..50 {
+        // Fill the cap with requests that hang in the handler...
+        let hung: Vec<_> = (0..CAP)
+            .map(|_| tokio::spawn(app.clone().oneshot(req("/hang"))))
+            .collect();
+        assert!(
+            settle(|| cap.in_flight() == u64::from(CAP)).await,
+            "round {round}"
+        );
+        let res = app.clone().oneshot(req("/ok")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "round {round}");
+        // ...then drop them: each future is dropped mid-flight.
+        for task in hung {
+            task.abort();
+            assert!(task.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!(cap.in_flight(), 0, "round {round}: slots leaked");
+
+        // Responses whose bodies are dropped unread.
+        let mut streams = Vec::new();
+        for _ in 0..CAP {
+            let res = app.clone().oneshot(req("/stream")).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            streams.push(res);
+        }
+        assert_eq!(cap.in_flight(), u64::from(CAP), "round {round}");
+        drop(streams);
+        assert_eq!(cap.in_flight(), 0, "round {round}: slots leaked");
+    }
+    // The full cap is available: CAP requests get in, one more does not.
+    let hung: Vec<_> = (0..CAP)
+        .map(|_| tokio::spawn(app.clone().oneshot(req("/hang"))))
+        .collect();
+    assert!(settle(|| cap.in_flight() == u64::from(CAP)).await);
+    let res = app.clone().oneshot(req("/ok")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    for task in hung {
+        task.abort();
+        let _ = task.await;
+    }
+    let res = app.oneshot(req("/ok")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -344,7 +344,7 @@ pub fn open_store(settings: &Settings) -> Result<Store, ConfigError> {
         Some(url) => Store::redis(
             url.expose_secret(),
             "APP_REDIS_URL",
-            &RedisOptions::default(),
+            &RedisOptions::default().call_timeout(settings.redis_timeout),
             local,
         )
         .map_err(|e| match e {

@@ -38,6 +38,7 @@ struct Raw {
     files_max_bytes: Count,
     files_max_count: Count,
     pwned_api_url: Option<String>,
+    redis_timeout_ms: Count,
     /// Accepted so that a file may name its profile; read by the loader.
     profile: Option<String>,
 }
@@ -58,6 +59,7 @@ impl Default for Raw {
             files_max_bytes: Count::Whole(DEFAULT_FILES_MAX_BYTES),
             files_max_count: Count::Whole(DEFAULT_FILES_MAX_COUNT),
             pwned_api_url: None,
+            redis_timeout_ms: Count::Whole(DEFAULT_REDIS_TIMEOUT_MS),
             profile: None,
         }
     }
@@ -152,6 +154,11 @@ pub struct Settings {
     /// `https://` with a host; in `prod`, `https://` unless the host is
     /// loopback.
     pub pwned_api_url: Option<String>,
+    /// `APP_REDIS_TIMEOUT_MS`: how long one call to Redis may take before it
+    /// counts as failed (default 50 ms: limits and lockouts fail fast, and
+    /// auth routes answer 503, when Redis stalls). Raise it for a Redis
+    /// reached over a slow network, or on a host too loaded to answer in 50 ms.
+    pub redis_timeout: std::time::Duration,
     /// Warnings to log once logging is up (a generated key, a shared secret file).
     pub warnings: Report,
 }
@@ -162,6 +169,10 @@ const PREFIX: &str = "APP";
 pub const DEFAULT_FILES_MAX_BYTES: u64 = 100 * 1024 * 1024;
 /// The default of `APP_FILES_MAX_COUNT`: 1,000 files per user.
 pub const DEFAULT_FILES_MAX_COUNT: u64 = 1_000;
+/// The default of `APP_REDIS_TIMEOUT_MS`: palisade-store's own default.
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 50;
+/// The longest `APP_REDIS_TIMEOUT_MS` accepted: a minute.
+const MAX_REDIS_TIMEOUT_MS: u64 = 60_000;
 
 impl Settings {
     /// Reads the settings from the process environment.
@@ -261,6 +272,7 @@ impl Settings {
         let pwned_api_url = pwned_api_url(raw.pwned_api_url, &profile, loader, &mut report);
         let files_max_bytes = count(raw.files_max_bytes, "files_max_bytes", loader, &mut report);
         let files_max_count = count(raw.files_max_count, "files_max_count", loader, &mut report);
+        let redis_timeout = redis_timeout(raw.redis_timeout_ms, loader, &mut report);
         match (listen, jwt_key) {
             (Ok(listen), Some(jwt_key)) if report.is_ok() => Ok(Self {
                 listen,
@@ -277,6 +289,7 @@ impl Settings {
                 files_max_bytes,
                 files_max_count,
                 pwned_api_url,
+                redis_timeout,
                 warnings: report,
             }),
             _ => Err(report),
@@ -311,6 +324,21 @@ fn pwned_api_url(
         Ok(_) => true,
     };
     url.filter(|_| usable)
+}
+
+/// `APP_REDIS_TIMEOUT_MS`: 1 ms to a minute.
+fn redis_timeout(value: Count, loader: &Loader, report: &mut Report) -> std::time::Duration {
+    let ms = match value {
+        Count::Whole(ms) if (1..=MAX_REDIS_TIMEOUT_MS).contains(&ms) => ms,
+        _ => {
+            report.problem(
+                loader.setting("redis_timeout_ms"),
+                "must be a whole number of milliseconds from 1 to 60000",
+            );
+            DEFAULT_REDIS_TIMEOUT_MS
+        }
+    };
+    std::time::Duration::from_millis(ms)
 }
 
 /// A count from 1 to `i64::MAX` (quotas are kept in SQLite integers).
@@ -540,6 +568,26 @@ mod tests {
                     "{bad}: {text}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_redis_timeout_defaults_to_the_store_default_and_is_checked() {
+        let s = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(
+            s.redis_timeout,
+            palisade::store::RedisOptions::default().timeout()
+        );
+        let s = Settings::from_vars([("APP_REDIS_TIMEOUT_MS", "2000")]).unwrap();
+        assert_eq!(s.redis_timeout, std::time::Duration::from_secs(2));
+        for bad in ["0", "-1", "60001", "1.5", "50ms"] {
+            let text = Settings::from_vars([("APP_REDIS_TIMEOUT_MS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains("  APP_REDIS_TIMEOUT_MS: must "),
+                "{bad}: {text}"
+            );
         }
     }
 

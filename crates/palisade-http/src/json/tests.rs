@@ -33,6 +33,10 @@ struct Address {
 struct Tag {
     #[validate(length(max = 3, code = "too_long"))]
     name: String,
+    /// Free-form JSON: parsed (so nested) as deep as the client sends it.
+    #[serde(default)]
+    #[allow(dead_code)] // read by serde only
+    meta: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +78,14 @@ fn app() -> Router {
             "/tiny",
             post(|ValidatedJson(s): ValidatedJson<Signup, 64>| async move { s.email }),
         )
+        .route(
+            "/small",
+            post(|ValidatedJson(s): ValidatedJson<Signup, SMALL>| async move { s.email }),
+        )
 }
+
+/// The cap of the `/small` route.
+const SMALL: usize = 512;
 
 async fn post_json(
     uri: &str,
@@ -328,6 +339,207 @@ async fn serde_messages_and_map_keys_carrying_input_are_never_echoed() {
     assert_eq!((status, text.as_str()), (200, "Large 0 1"));
 }
 
+/// One field of a generated [`Signup`] body.
+#[derive(Debug, Clone)]
+enum EmailSpec {
+    Valid(u16),
+    NoAt(u16),
+    Number,
+    Missing,
+}
+
+#[derive(Debug, Clone)]
+enum PasswordSpec {
+    /// `n` characters: 8 or more pass, fewer are `too_short`.
+    Chars(usize),
+    Array,
+    Missing,
+}
+
+#[derive(Debug, Clone)]
+enum AddressSpec {
+    Absent,
+    /// A city of `n` characters: 0 is `required`.
+    City(usize),
+    CityNumber,
+}
+
+/// A tag whose name has `name` characters (more than 3 is `too_long`),
+/// with a value nested `depth` arrays deep: in `meta` (parsed) or in an
+/// unknown field (skipped without building anything).
+#[derive(Debug, Clone)]
+struct TagSpec {
+    name: usize,
+    depth: usize,
+    parsed: bool,
+}
+
+/// Nesting the parser accepts, and nesting far beyond its recursion limit
+/// (128), never near the edge.
+const SHALLOW: std::ops::Range<usize> = 0..60;
+const DEEP: std::ops::Range<usize> = 200..400;
+
+#[derive(Debug, Clone)]
+struct BodySpec {
+    email: EmailSpec,
+    password: PasswordSpec,
+    address: AddressSpec,
+    tags: Vec<TagSpec>,
+    /// Spaces after the opening brace: the body crosses the route's cap.
+    padding: usize,
+}
+
+fn body_spec() -> impl proptest::strategy::Strategy<Value = BodySpec> {
+    use proptest::prelude::*;
+    let email = prop_oneof![
+        4 => any::<u16>().prop_map(EmailSpec::Valid),
+        1 => any::<u16>().prop_map(EmailSpec::NoAt),
+        1 => Just(EmailSpec::Number),
+        1 => Just(EmailSpec::Missing),
+    ];
+    let password = prop_oneof![
+        4 => (8usize..24).prop_map(PasswordSpec::Chars),
+        1 => (0usize..8).prop_map(PasswordSpec::Chars),
+        1 => Just(PasswordSpec::Array),
+        1 => Just(PasswordSpec::Missing),
+    ];
+    let address = prop_oneof![
+        2 => Just(AddressSpec::Absent),
+        2 => (1usize..8).prop_map(AddressSpec::City),
+        1 => Just(AddressSpec::City(0)),
+        1 => Just(AddressSpec::CityNumber),
+    ];
+    let tag = (
+        0usize..6,
+        prop_oneof![6 => SHALLOW, 1 => DEEP],
+        any::<bool>(),
+    )
+        .prop_map(|(name, depth, parsed)| TagSpec {
+            name,
+            depth,
+            parsed,
+        });
+    (
+        email,
+        password,
+        address,
+        proptest::collection::vec(tag, 0..4),
+        prop_oneof![3 => Just(0usize), 1 => 0usize..600],
+    )
+        .prop_map(|(email, password, address, tags, padding)| BodySpec {
+            email,
+            password,
+            address,
+            tags,
+            padding,
+        })
+}
+
+impl BodySpec {
+    fn email_text(&self) -> Option<String> {
+        match self.email {
+            EmailSpec::Valid(n) => Some(format!("user{n}@example.com")),
+            EmailSpec::NoAt(n) => Some(format!("user{n}.example.com")),
+            EmailSpec::Number | EmailSpec::Missing => None,
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut fields = Vec::new();
+        match (&self.email, self.email_text()) {
+            (_, Some(text)) => fields.push(format!(r#""email":"{text}""#)),
+            (EmailSpec::Number, _) => fields.push(r#""email":42"#.to_owned()),
+            _ => {}
+        }
+        match self.password {
+            PasswordSpec::Chars(n) => fields.push(format!(r#""password":"{}""#, "p".repeat(n))),
+            PasswordSpec::Array => fields.push(r#""password":["p"]"#.to_owned()),
+            PasswordSpec::Missing => {}
+        }
+        match self.address {
+            AddressSpec::Absent => {}
+            AddressSpec::City(n) => {
+                fields.push(format!(r#""address":{{"city":"{}"}}"#, "c".repeat(n)));
+            }
+            AddressSpec::CityNumber => fields.push(r#""address":{"city":7}"#.to_owned()),
+        }
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self
+                .tags
+                .iter()
+                .map(|t| {
+                    format!(
+                        r#"{{"name":"{}","{}":{}0{}}}"#,
+                        "t".repeat(t.name),
+                        if t.parsed { "meta" } else { "x" },
+                        "[".repeat(t.depth),
+                        "]".repeat(t.depth)
+                    )
+                })
+                .collect();
+            fields.push(format!(r#""tags":[{}]"#, tags.join(",")));
+        }
+        format!("{{{}{}}}", " ".repeat(self.padding), fields.join(","))
+    }
+
+    /// The answer, from how the body was built: 413 over the cap; the first
+    /// type error in document order (422), a parsed value nested beyond the
+    /// parser's limit (400; a skipped one is no error), a missing field
+    /// (422, in declaration order); else every validation error (422,
+    /// sorted) or 200 with the email.
+    fn expected(&self, body_len: usize) -> (u16, Vec<(String, String)>) {
+        let one = |field: &str, code: &str| (422, vec![(field.to_owned(), code.to_owned())]);
+        if body_len > SMALL {
+            return (413, Vec::new());
+        }
+        if matches!(self.email, EmailSpec::Number) {
+            return one("email", "invalid_type");
+        }
+        if matches!(self.password, PasswordSpec::Array) {
+            return one("password", "invalid_type");
+        }
+        if matches!(self.address, AddressSpec::CityNumber) {
+            return one("address.city", "invalid_type");
+        }
+        if self
+            .tags
+            .iter()
+            .any(|t| t.parsed && DEEP.contains(&t.depth))
+        {
+            return (400, Vec::new());
+        }
+        if matches!(self.email, EmailSpec::Missing) {
+            return one("email", "required");
+        }
+        if matches!(self.password, PasswordSpec::Missing) {
+            return one("password", "required");
+        }
+        let mut errors = Vec::new();
+        if let EmailSpec::NoAt(_) = self.email {
+            errors.push(("email".to_owned(), "invalid_email".to_owned()));
+        }
+        if let PasswordSpec::Chars(n) = self.password
+            && n < 8
+        {
+            errors.push(("password".to_owned(), "too_short".to_owned()));
+        }
+        if let AddressSpec::City(0) = self.address {
+            errors.push(("address.city".to_owned(), "required".to_owned()));
+        }
+        for (i, t) in self.tags.iter().enumerate() {
+            if t.name > 3 {
+                errors.push((format!("tags[{i}].name"), "too_long".to_owned()));
+            }
+        }
+        errors.sort();
+        if errors.is_empty() {
+            (200, errors)
+        } else {
+            (422, errors)
+        }
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
     #[test]
@@ -335,5 +547,37 @@ proptest::proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let (status, _, _) = rt.block_on(post_json("/", JSON, body));
         proptest::prop_assert!([200, 400, 413, 422].contains(&status), "{status}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    /// Generated bodies that reach every answer — 200, 413 (over the route's
+    /// cap), 400 (nesting beyond the parser's limit), 422 (wrong types,
+    /// missing fields, validation) — get exactly the answer and the field
+    /// errors the body's structure calls for.
+    #[test]
+    fn structured_bodies_get_the_answer_their_structure_calls_for(spec in body_spec()) {
+        let body = spec.render();
+        let (want_status, want_errors) = spec.expected(body.len());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (status, json, text) = rt.block_on(post_json("/small", JSON, body.clone()));
+        proptest::prop_assert_eq!(status, want_status, "{} -> {}", body, text);
+        if status == 200 {
+            proptest::prop_assert_eq!(Some(text), spec.email_text());
+        } else if status == 422 {
+            let errors: Vec<(String, String)> = json["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["field"].as_str().unwrap().to_owned(),
+                        e["code"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            proptest::prop_assert_eq!(errors, want_errors, "{}", body);
+        }
     }
 }
