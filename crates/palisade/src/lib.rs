@@ -13,6 +13,7 @@
 //! | `auth` | `auth`: the login and session flows (`Login`, `Sessions`), password policy, argon2id pool, lockout, JWT and refresh tokens, `AuthLayer`; with `axum`, `AuthUser` and responses (no axum without it) |
 //! | `fs` | `fs`: path rules, `SafeRoot`, uploads and downloads; with `axum`, errors are responses |
 //! | `config` | `config`: figment loading with profiles, `*_FILE` secrets, keys that refuse defaults and low entropy |
+//! | `resilience` | `resilience`: the `Supervisor` of background tasks (backoff with jitter, restart budget, readiness), `Outbound` calls (deadlines, budgeted retries, the circuit breaker), bounded fan-out |
 //! | `serve` (default) | [`serve`](mod@serve): a hardened HTTP/1.1 and HTTP/2 server — request head, idle, write-progress and drain timeouts, a connection cap, the peer address on every request |
 //!
 //! [`core`] (problem details, client IP, clock, request id) is always there.
@@ -50,6 +51,8 @@ pub use palisade_fs as fs;
 pub use palisade_http as http;
 #[cfg(feature = "ratelimit")]
 pub use palisade_ratelimit as ratelimit;
+#[cfg(feature = "resilience")]
+pub use palisade_resilience as resilience;
 #[cfg(feature = "ratelimit")]
 pub use palisade_store as store;
 #[cfg(feature = "http")]
@@ -99,6 +102,8 @@ pub mod prelude {
 
     #[cfg(feature = "config")]
     pub use palisade_config::{Loader, Profile, SecretString};
+    #[cfg(feature = "resilience")]
+    pub use palisade_resilience::{CircuitBreaker, Outbound, supervisor::Supervisor};
 
     #[cfg(feature = "serve")]
     pub use crate::serve::{Server, serve};

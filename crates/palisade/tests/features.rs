@@ -74,6 +74,11 @@ fn config_and_fs_bring_their_crates() {
     let fs = tree("fs");
     assert!(has(&fs, "palisade-fs") && !has(&fs, "axum"), "{fs}");
     assert!(has(&tree("fs,axum"), "axum"));
+    let resilience = tree("resilience");
+    assert!(
+        has(&resilience, "palisade-resilience") && !has(&resilience, "axum"),
+        "{resilience}"
+    );
 }
 
 #[test]

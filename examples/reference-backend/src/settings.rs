@@ -261,14 +261,7 @@ impl Settings {
             &profile,
             &mut report,
         );
-        let log_format = match raw.log_format.as_deref() {
-            None | Some("json") => LogFormat::Json,
-            Some("pretty") => LogFormat::Pretty,
-            Some(_) => {
-                report.problem(loader.setting("log_format"), "must be `json` or `pretty`");
-                LogFormat::Json
-            }
-        };
+        let log_format = log_format(raw.log_format.as_deref(), loader, &mut report);
         let pwned_api_url = pwned_api_url(raw.pwned_api_url, &profile, loader, &mut report);
         let files_max_bytes = count(raw.files_max_bytes, "files_max_bytes", loader, &mut report);
         let files_max_count = count(raw.files_max_count, "files_max_count", loader, &mut report);
@@ -293,6 +286,18 @@ impl Settings {
                 warnings: report,
             }),
             _ => Err(report),
+        }
+    }
+}
+
+/// `APP_LOG_FORMAT`: `json` (the default) or `pretty`.
+fn log_format(value: Option<&str>, loader: &Loader, report: &mut Report) -> LogFormat {
+    match value {
+        None | Some("json") => LogFormat::Json,
+        Some("pretty") => LogFormat::Pretty,
+        Some(_) => {
+            report.problem(loader.setting("log_format"), "must be `json` or `pretty`");
+            LogFormat::Json
         }
     }
 }
