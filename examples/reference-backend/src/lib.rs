@@ -5,12 +5,12 @@
 //! pieces can be tested in-process as well as black-box.
 
 pub mod auth;
+pub mod db;
 pub mod files;
 pub mod metrics;
 pub mod settings;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -23,7 +23,6 @@ use palisade::ratelimit::{ClientConcurrencyLayer, KeyBy, Policy, RateLimit, Rate
 use palisade::serve::Server;
 use palisade::store::{FailPolicy, MemoryStore, Quota, RedisOptions, Store};
 use palisade::telemetry::{Metrics, Readiness};
-use palisade_auth::session::sqlite::SqliteRefreshStore;
 use palisade_auth::{
     AuthLayer, Hasher, Jwt, JwtConfig, Lockout, LockoutPolicy, Login, PasswordPolicy, Revocations,
     Sessions,
@@ -31,8 +30,8 @@ use palisade_auth::{
 use palisade_config::ExposeSecret;
 use palisade_config::keys::KeyRing;
 use serde_json::json;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+use db::{Db, RefreshStore};
 
 use metrics::{MetricsEndpoint, Tokenless};
 pub use palisade_config::Profile;
@@ -62,7 +61,7 @@ impl AppState {
     /// # Errors
     ///
     /// The auth services refused their configuration.
-    pub fn new(db: &SqlitePool, store: Store, settings: &Settings) -> Result<Self, ConfigError> {
+    pub fn new(db: &Db, store: Store, settings: &Settings) -> Result<Self, ConfigError> {
         Self::with_clock(db, store, settings, palisade::core::SystemClock::shared())
     }
 
@@ -73,7 +72,7 @@ impl AppState {
     ///
     /// The auth services refused their configuration.
     pub fn with_clock(
-        db: &SqlitePool,
+        db: &Db,
         store: Store,
         settings: &Settings,
         clock: palisade::core::SharedClock,
@@ -88,13 +87,7 @@ impl AppState {
         let pool = db.clone();
         readiness.register("database", READY_CHECK_TIMEOUT, move || {
             let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(drop)
-                    .map_err(|_| "query failed".to_owned())
-            }
+            async move { pool.ping().await.map_err(|_| "query failed".to_owned()) }
         });
         Ok(Self {
             readiness,
@@ -113,7 +106,7 @@ impl AppState {
     }
 
     /// The sessions (refresh tokens, logout).
-    pub fn sessions(&self) -> &Sessions<SqliteRefreshStore> {
+    pub fn sessions(&self) -> &Sessions<RefreshStore> {
         &self.auth.sessions
     }
 
@@ -127,7 +120,7 @@ impl AppState {
 #[derive(Debug)]
 pub enum RunError {
     /// The database could not be opened or migrated.
-    Database(sqlx::Error),
+    Database(db::OpenError),
     /// The data directory could not be created.
     DataDir(std::io::Error),
     /// The listen address could not be bound.
@@ -152,30 +145,14 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// Opens (creating on first run) the SQLite database and applies the
-/// embedded migrations and the refresh-token store's schema.
-pub async fn open_database(settings: &Settings) -> Result<SqlitePool, RunError> {
+/// Creates the data directory, opens the database (creating a SQLite file
+/// on first run) and applies the embedded migrations and the refresh-token
+/// store's schema.
+pub async fn open_database(settings: &Settings) -> Result<Db, RunError> {
     create_private_dir(&settings.data_dir).map_err(RunError::DataDir)?;
-    let options = SqliteConnectOptions::from_str(&settings.database_url)
-        .map_err(RunError::Database)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
+    Db::open(&settings.database)
         .await
-        .map_err(RunError::Database)?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .map_err(|e| RunError::Database(e.into()))?;
-    SqliteRefreshStore::new(pool.clone())
-        .migrate()
-        .await
-        .map_err(|e| RunError::Database(sqlx::Error::Protocol(e.to_string())))?;
-    Ok(pool)
+        .map_err(RunError::Database)
 }
 
 /// Creates `dir` readable by its owner only (it holds the database and uploads).
@@ -198,7 +175,7 @@ pub const JWT_AUDIENCE: &str = "palisade-reference-api";
 /// users and refresh tokens in the database.
 pub fn build_auth(
     settings: &Settings,
-    db: &SqlitePool,
+    db: &Db,
     store: &Store,
     clock: palisade::core::SharedClock,
 ) -> Result<auth::AuthState, ConfigError> {
@@ -210,12 +187,12 @@ pub fn build_auth(
     let jwt = std::sync::Arc::new(jwt);
     let revocations = Revocations::new(store.clone(), jwt.access_ttl());
     let login = Login::with_policy(
-        auth::SqliteUsers::new(db.clone()),
+        auth::Users::new(db.clone()),
         Hasher::builder().build()?,
         Lockout::new(store.clone(), LockoutPolicy::default()),
         PasswordPolicy::default().service_name(auth::SERVICE_NAME),
     );
-    let sessions = Sessions::new(SqliteRefreshStore::new(db.clone()), jwt, revocations);
+    let sessions = Sessions::new(db.refresh_store(), jwt, revocations);
     Ok(auth::AuthState {
         login,
         sessions,

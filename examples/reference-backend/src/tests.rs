@@ -5,11 +5,20 @@ use palisade::core::client_ip::PeerAddr;
 use std::os::unix::fs::PermissionsExt;
 use tower::ServiceExt;
 
-async fn app(dir: &Path) -> (Router, AppState, SqlitePool) {
+/// The SQLite pool under `db` (these in-process tests run on the default
+/// database; the black-box tests run on both).
+fn sqlite(db: &Db) -> sqlx::SqlitePool {
+    match db {
+        Db::Sqlite(pool) => pool.clone(),
+        Db::Postgres(_) => panic!("the in-process tests run on SQLite"),
+    }
+}
+
+async fn app(dir: &Path) -> (Router, AppState, sqlx::SqlitePool) {
     let settings = Settings::from_vars([("APP_DATA_DIR", dir.display().to_string())]).unwrap();
     let db = open_database(&settings).await.unwrap();
     let state = AppState::new(&db, open_store(&settings).unwrap(), &settings).unwrap();
-    (router(&state, &settings).unwrap(), state, db)
+    (router(&state, &settings).unwrap(), state, sqlite(&db))
 }
 
 async fn get_json(app: Router, uri: &str) -> (u16, serde_json::Value) {
@@ -468,7 +477,7 @@ mod files_quota {
 
     struct Env {
         app: Router,
-        db: SqlitePool,
+        db: sqlx::SqlitePool,
         data: std::path::PathBuf,
         limits: Arc<ManualClock>,
         _dir: tempfile::TempDir,
@@ -495,7 +504,7 @@ mod files_quota {
         let state = AppState::with_clock(&db, store, &settings, tokens).unwrap();
         Env {
             app: router(&state, &settings).unwrap(),
-            db,
+            db: sqlite(&db),
             data,
             limits,
             _dir: dir,
