@@ -15,7 +15,7 @@ use std::sync::{Barrier, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard}
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use palisade_security_tests::http::{Request, Response};
-use palisade_security_tests::{Backend, Shared};
+use palisade_security_tests::{Backend, Database, Db, Shared};
 use palisade_testkit::redis::RedisServer;
 use serde_json::{Value, json};
 
@@ -42,10 +42,10 @@ fn client(test: u8, i: usize) -> String {
     format!("10.{test}.{}.{}", i / 250, i % 250 + 1)
 }
 
-/// A backend on its own database and memory store that trusts 127.0.0.1 as
-/// its proxy.
-fn behind_proxy() -> Backend {
-    Backend::start_with(&[("APP_TRUSTED_PROXIES", "127.0.0.1/32")])
+/// A backend on `database` and its own memory store that trusts 127.0.0.1
+/// as its proxy.
+fn behind_proxy(database: &Database) -> Backend {
+    Backend::start_on(database, &[("APP_TRUSTED_PROXIES", "127.0.0.1/32")])
 }
 
 fn post(addr: SocketAddr, path: &str, body: &Value, bearer: Option<&str>, from: &str) -> Response {
@@ -132,11 +132,11 @@ fn jitter(seed: &std::hash::RandomState, i: usize) -> (Duration, Duration) {
     }
 }
 
-#[test]
-fn thirty_two_concurrent_logins_of_thirty_two_accounts_all_succeed_within_two_seconds() {
+fn thirty_two_concurrent_logins_of_thirty_two_accounts_all_succeed_within_two_seconds(db: Db) {
+    let database = Database::start(db);
     const N: usize = 32;
     let _cpu = exclusive_cpu();
-    let backend = behind_proxy();
+    let backend = behind_proxy(&database);
     let addr = backend.addr;
     let email = |i: usize| format!("burst{i}@example.com");
     // Registrations: 3 per minute per client address; 4 at a time.
@@ -180,10 +180,10 @@ fn thirty_two_concurrent_logins_of_thirty_two_accounts_all_succeed_within_two_se
     );
 }
 
-#[test]
-fn logout_still_answers_204_when_the_per_user_quota_is_drained_from_another_token() {
+fn logout_still_answers_204_when_the_per_user_quota_is_drained_from_another_token(db: Db) {
+    let database = Database::start(db);
     let _cpu = shared_cpu();
-    let backend = behind_proxy();
+    let backend = behind_proxy(&database);
     let addr = backend.addr;
     let email = "drained@example.com";
     register(addr, email, PASSWORD, &client(2, 0));
@@ -229,10 +229,10 @@ fn logout_still_answers_204_when_the_per_user_quota_is_drained_from_another_toke
     assert_eq!(me(addr, &a.access, &client(2, 203)).status, 429);
 }
 
-#[test]
-fn a_password_registered_in_full_width_logs_in_with_its_ascii_nfkc_form() {
+fn a_password_registered_in_full_width_logs_in_with_its_ascii_nfkc_form(db: Db) {
+    let database = Database::start(db);
     let _cpu = shared_cpu();
-    let backend = behind_proxy();
+    let backend = behind_proxy(&database);
     let addr = backend.addr;
     let full_width = "ｖｉｏｌｅｔ ｑｕａｒｔｚ ｈａｒｂｏｒ ｔｉｍｂｅｒ";
     assert_ne!(full_width, PASSWORD);
@@ -253,10 +253,10 @@ fn a_password_registered_in_full_width_logs_in_with_its_ascii_nfkc_form() {
     assert_eq!(res.status, 401, "{}", res.text());
 }
 
-#[test]
-fn logout_all_ends_every_access_and_refresh_token_of_the_user() {
+fn logout_all_ends_every_access_and_refresh_token_of_the_user(db: Db) {
+    let database = Database::start(db);
     let _cpu = shared_cpu();
-    let backend = behind_proxy();
+    let backend = behind_proxy(&database);
     let addr = backend.addr;
     let email = "everywhere@example.com";
     register(addr, email, PASSWORD, &client(4, 0));
@@ -295,10 +295,10 @@ fn logout_all_ends_every_access_and_refresh_token_of_the_user() {
     assert_eq!(res.status, 200, "{}", res.text());
 }
 
-#[test]
-fn password_change_needs_the_current_password_and_ends_the_other_sessions() {
+fn password_change_needs_the_current_password_and_ends_the_other_sessions(db: Db) {
+    let database = Database::start(db);
     let _cpu = shared_cpu();
-    let backend = behind_proxy();
+    let backend = behind_proxy(&database);
     let addr = backend.addr;
     let email = "changer@example.com";
     register(addr, email, PASSWORD, &client(5, 0));
@@ -362,24 +362,23 @@ fn password_change_needs_the_current_password_and_ends_the_other_sessions() {
 
 /// Two instances behind one load balancer ([`Shared`]).
 struct TwoInstances {
-    _redis: RedisServer,
-    _shared: tempfile::TempDir,
     one: Backend,
     two: Backend,
+    _redis: RedisServer,
+    _database: Database,
 }
 
 impl TwoInstances {
-    fn start() -> Self {
+    fn start(database: Database) -> Self {
         let redis = RedisServer::start().unwrap();
-        let shared = tempfile::tempdir().unwrap();
-        let env = Shared::new(redis.url(), shared.path());
+        let env = Shared::new(redis.url(), &database);
         let one = env.start();
         let two = env.start();
         Self {
-            _redis: redis,
-            _shared: shared,
             one,
             two,
+            _redis: redis,
+            _database: database,
         }
     }
 
@@ -497,11 +496,11 @@ fn live_tokens(env: &TwoInstances, i: usize, outcome: &RaceOutcome) -> Vec<Strin
     problems
 }
 
-#[test]
-fn refresh_races_with_logout_leave_no_live_token_across_two_instances() {
+fn refresh_races_with_logout_leave_no_live_token_across_two_instances(db: Db) {
+    let database = Database::start(db);
     const N: usize = 500;
     let _cpu = shared_cpu();
-    let env = TwoInstances::start();
+    let env = TwoInstances::start(database);
     let sessions = env.sessions(6, "racer@example.com", N);
     let seed = std::hash::RandomState::new();
     let outcomes = in_batches(N, 20, |i| {
@@ -575,11 +574,11 @@ fn race_refresh_with_replay(
     })
 }
 
-#[test]
-fn a_replay_racing_a_legit_refresh_within_the_grace_window_is_refused_without_revoking() {
+fn a_replay_racing_a_legit_refresh_within_the_grace_window_is_refused_without_revoking(db: Db) {
+    let database = Database::start(db);
     const N: usize = 30;
     let _cpu = shared_cpu();
-    let env = TwoInstances::start();
+    let env = TwoInstances::start(database);
     let sessions = env.sessions(7, "replayer@example.com", N);
     let seed = std::hash::RandomState::new();
     let outcomes = in_batches(N, 10, |i| {
@@ -634,3 +633,13 @@ fn a_replay_racing_a_legit_refresh_within_the_grace_window_is_refused_without_re
     .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+palisade_security_tests::on_both_databases!(
+    thirty_two_concurrent_logins_of_thirty_two_accounts_all_succeed_within_two_seconds,
+    logout_still_answers_204_when_the_per_user_quota_is_drained_from_another_token,
+    a_password_registered_in_full_width_logs_in_with_its_ascii_nfkc_form,
+    logout_all_ends_every_access_and_refresh_token_of_the_user,
+    password_change_needs_the_current_password_and_ends_the_other_sessions,
+    refresh_races_with_logout_leave_no_live_token_across_two_instances,
+    a_replay_racing_a_legit_refresh_within_the_grace_window_is_refused_without_revoking,
+);

@@ -146,8 +146,9 @@ impl PostgresServer {
         };
         let dir = temp_dir()?;
         if let Some(account) = run_as {
-            std::os::unix::fs::chown(dir.path(), Some(account.uid), Some(account.gid))
-                .map_err(|e| TestkitError::io(format!("handing {} over", dir.path().display()), e))?;
+            std::os::unix::fs::chown(dir.path(), Some(account.uid), Some(account.gid)).map_err(
+                |e| TestkitError::io(format!("handing {} over", dir.path().display()), e),
+            )?;
         }
         let mut server = Self {
             data: dir.path().join("data"),
@@ -191,11 +192,7 @@ impl PostgresServer {
     /// Creates database `name` (ASCII letters, digits and `_`) and returns
     /// its [`url`](Self::url).
     pub fn create_database(&self, name: &str) -> Result<String, TestkitError> {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(TestkitError::Postgres {
                 tool: "create_database",
                 message: format!("{name:?} is not a plain database name"),
@@ -214,7 +211,16 @@ impl PostgresServer {
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .arg("-h")
             .arg(self.dir.path())
-            .args(["-p", &PORT.to_string(), "-U", SUPERUSER, "-d", database, "-c", sql])
+            .args([
+                "-p",
+                &PORT.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
             .env("PGPASSWORD", &self.password)
             .env("PGCONNECT_TIMEOUT", "5")
             .stdin(Stdio::null())

@@ -21,7 +21,11 @@ fn starts_on_a_private_unix_socket_with_a_password() {
         "scram-sha-256"
     );
     let hba = std::fs::read_to_string(pg.dir().join("data/pg_hba.conf")).unwrap();
-    assert!(!hba.lines().any(|l| !l.starts_with('#') && l.contains("trust")), "{hba}");
+    assert!(
+        !hba.lines()
+            .any(|l| !l.starts_with('#') && l.contains("trust")),
+        "{hba}"
+    );
     // The directory is private to the server's user, never root's.
     let meta = std::fs::metadata(pg.dir()).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o700);
@@ -94,7 +98,10 @@ fn missing_binaries_say_how_to_install_postgresql() {
     let empty = tempfile::tempdir().unwrap();
     for bindir in [empty.path(), std::path::Path::new("/nonexistent/pg/bin")] {
         let err = PostgresServer::start_with(bindir).unwrap_err();
-        assert!(matches!(err, TestkitError::PostgresNotFound { .. }), "{err:?}");
+        assert!(
+            matches!(err, TestkitError::PostgresNotFound { .. }),
+            "{err:?}"
+        );
         let message = err.to_string();
         assert!(message.contains("apt-get install postgresql"), "{message}");
         assert!(message.contains("./scripts/test"), "{message}");
