@@ -284,6 +284,16 @@ impl Database {
     pub fn postgres(&mut self) -> Option<&mut PostgresServer> {
         self.server.as_mut()
     }
+
+    /// The PostgreSQL server, to look at its tables; `None` on SQLite.
+    pub fn server(&self) -> Option<&PostgresServer> {
+        self.server.as_ref()
+    }
+
+    /// The password inside [`url`](Self::url) on PostgreSQL.
+    pub fn password(&self) -> Option<&str> {
+        self.server.as_ref().map(PostgresServer::password)
+    }
 }
 
 /// Runs each named test body `fn name(db: Db)` on both databases: a module
