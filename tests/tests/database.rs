@@ -35,6 +35,21 @@ fn post(addr: SocketAddr, path: &str, body: &Value, bearer: Option<&str>, from: 
     req.send(addr).unwrap()
 }
 
+/// `send` again while it answers 503 (this machine's Redis may be slow to
+/// answer under load: a retryable answer, not a lost account), at most 20
+/// times, 250 ms apart.
+fn retrying(send: impl Fn() -> Response) -> Response {
+    let mut res = send();
+    for _ in 0..20 {
+        if res.status != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        res = send();
+    }
+    res
+}
+
 fn ready(addr: SocketAddr) -> u16 {
     Request::get("/ready").send(addr).unwrap().status
 }
@@ -76,8 +91,27 @@ struct Account {
     refresh: Option<String>,
 }
 
+/// How the database goes away.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// The server stops: connections are refused.
+    Killed,
+    /// The server hangs: connections open, nothing answers (no server-side
+    /// timeout can fire; the backend's own deadline must).
+    Frozen,
+}
+
 #[test]
 fn a_ten_second_postgres_outage_under_light_load_is_503_then_recovers_without_a_restart() {
+    outage_under_light_load(Outage::Killed);
+}
+
+#[test]
+fn a_ten_second_frozen_postgres_under_light_load_is_503_within_the_deadline_then_recovers() {
+    outage_under_light_load(Outage::Frozen);
+}
+
+fn outage_under_light_load(outage: Outage) {
     let mut database = Database::start(Db::Postgres);
     let redis = RedisServer::start().unwrap();
     let timeout = STATEMENT_TIMEOUT.as_millis().to_string();
@@ -152,10 +186,17 @@ fn a_ten_second_postgres_outage_under_light_load_is_503_then_recovers_without_a_
         run_cycle(&mut log, &mut accounts);
         readiness.push(ready(addr));
     }
-    assert!(log.iter().all(|t| t.status < 300), "before the outage");
+    assert!(
+        log.iter().all(|t| t.status < 300),
+        "before the outage: {:?}",
+        log.iter().map(|t| (t.what, t.status)).collect::<Vec<_>>()
+    );
 
     // The outage: light load for ten seconds.
-    database.postgres().unwrap().kill();
+    match outage {
+        Outage::Killed => database.postgres().unwrap().kill(),
+        Outage::Frozen => database.postgres().unwrap().freeze(),
+    }
     let down = Instant::now();
     while down.elapsed() < OUTAGE {
         run_cycle(&mut log, &mut accounts);
@@ -172,7 +213,10 @@ fn a_ten_second_postgres_outage_under_light_load_is_503_then_recovers_without_a_
     );
 
     // Back: /ready turns green by itself, the same process serves again.
-    database.postgres().unwrap().restart().unwrap();
+    match outage {
+        Outage::Killed => database.postgres().unwrap().restart().unwrap(),
+        Outage::Frozen => database.postgres().unwrap().thaw(),
+    }
     let back = Instant::now();
     while ready(addr) != 200 {
         assert!(
@@ -190,42 +234,69 @@ fn a_ten_second_postgres_outage_under_light_load_is_503_then_recovers_without_a_
         "a panic was logged"
     );
 
-    // No request waited past the statement timeout plus a second.
-    let slowest = log.iter().max_by_key(|t| t.took).unwrap();
+    // No request waited for the database past the statement timeout plus a
+    // second. Registrations and logins also hash a password first: on a
+    // loaded machine that alone can take seconds, so they get, on top, the
+    // slowest of them before the outage (hashing with a healthy database).
+    let hashes = |t: &&Timed| matches!(t.what, "register" | "login");
+    let hash_budget = log
+        .iter()
+        .take(12)
+        .filter(hashes)
+        .map(|t| t.took)
+        .max()
+        .unwrap();
+    let bound = STATEMENT_TIMEOUT + Duration::from_secs(1);
+    let slowest_db = log
+        .iter()
+        .filter(|t| !hashes(t))
+        .map(|t| t.took)
+        .max()
+        .unwrap();
     println!(
-        "{} requests, {} answered 503, slowest: {} in {:?}",
+        "{} requests, {} answered 503; slowest refresh or /me {slowest_db:?}; hashing before the \
+         outage up to {hash_budget:?}",
         log.len(),
         log.iter().filter(|t| t.status == 503).count(),
-        slowest.what,
-        slowest.took
     );
-    assert!(
-        slowest.took <= STATEMENT_TIMEOUT + Duration::from_secs(1),
-        "{} took {:?}",
-        slowest.what,
-        slowest.took
-    );
+    for t in &log {
+        let allowed = if hashes(&t) {
+            bound + hash_budget
+        } else {
+            bound
+        };
+        assert!(
+            t.took <= allowed,
+            "{} took {:?} (allowed {allowed:?})",
+            t.what,
+            t.took
+        );
+    }
 
     // Nothing acknowledged was lost: every registered account logs in, and
     // every refresh token handed out (whose chain was answered) refreshes.
     for (i, account) in accounts.iter().enumerate() {
         let from = format!("10.21.{}.{}", i / 250, i % 250 + 1);
-        let res = post(
-            addr,
-            "/auth/login",
-            &json!({"email": account.email, "password": PASSWORD}),
-            None,
-            &from,
-        );
-        assert_eq!(res.status, 200, "{}: {}", account.email, res.text());
-        if let Some(token) = &account.refresh {
-            let res = post(
+        let res = retrying(|| {
+            post(
                 addr,
-                "/auth/refresh",
-                &json!({"refresh_token": token}),
+                "/auth/login",
+                &json!({"email": account.email, "password": PASSWORD}),
                 None,
                 &from,
-            );
+            )
+        });
+        assert_eq!(res.status, 200, "{}: {}", account.email, res.text());
+        if let Some(token) = &account.refresh {
+            let res = retrying(|| {
+                post(
+                    addr,
+                    "/auth/refresh",
+                    &json!({"refresh_token": token}),
+                    None,
+                    &from,
+                )
+            });
             assert_eq!(res.status, 200, "{}: {}", account.email, res.text());
         }
     }
@@ -254,19 +325,19 @@ fn instances_starting_together_on_an_empty_postgres_migrate_once() {
     assert_eq!(versions, "1\n4");
     // A user registered on one is there for the others.
     let creds = json!({"email": "shared@example.com", "password": PASSWORD});
-    assert_eq!(
+    let res = retrying(|| {
         post(
             instances[0].addr,
             "/auth/register",
             &creds,
             None,
-            "10.30.0.1"
+            "10.30.0.1",
         )
-        .status,
-        201
-    );
+    });
+    assert_eq!(res.status, 201, "{}", res.text());
     for (i, b) in instances.iter().enumerate() {
-        let res = post(b.addr, "/auth/login", &creds, None, &format!("10.30.1.{i}"));
+        let from = format!("10.30.1.{i}");
+        let res = retrying(|| post(b.addr, "/auth/login", &creds, None, &from));
         assert_eq!(res.status, 200, "{}", res.text());
     }
 }

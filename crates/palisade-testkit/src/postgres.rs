@@ -8,7 +8,8 @@
 //! server and removes the directory. [`kill`](PostgresServer::kill) and
 //! [`restart`](PostgresServer::restart) simulate a database outage and its
 //! recovery on the same socket; the data survives, as it would on a real
-//! server.
+//! server. [`freeze`](PostgresServer::freeze) and
+//! [`thaw`](PostgresServer::thaw) simulate a host that hangs instead.
 //!
 //! PostgreSQL refuses to run as root: when the tests run as root, the
 //! directory is handed to an unprivileged user (`$PALISADE_PG_RUN_AS`, default
@@ -255,6 +256,7 @@ impl PostgresServer {
     /// `SIGKILL` if it is still there after a few seconds. Connections fail
     /// until [`restart`](Self::restart). Calling it again does nothing.
     pub fn kill(&mut self) {
+        self.thaw();
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -271,6 +273,42 @@ impl PostgresServer {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Freezes the server (`SIGSTOP` to it and every backend): connections
+    /// stay open and new ones are accepted by the kernel, but nothing
+    /// answers — a hung host, which no server-side timeout can end. Undone
+    /// by [`thaw`](Self::thaw); [`kill`](Self::kill) and drop thaw first.
+    pub fn freeze(&self) {
+        // The postmaster first, so that it forks no new backend meanwhile.
+        for pid in self.server_pids() {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::STOP);
+        }
+    }
+
+    /// Lets a [frozen](Self::freeze) server run again.
+    pub fn thaw(&self) {
+        for pid in self.server_pids().into_iter().rev() {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+        }
+    }
+
+    /// The postmaster, then its children (the backends and workers).
+    fn server_pids(&self) -> Vec<rustix::process::Pid> {
+        let Some(parent) = self.pid() else {
+            return Vec::new();
+        };
+        let mut pids = vec![parent];
+        let children = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| parent_of(pid) == Some(parent));
+        pids.extend(children);
+        pids.into_iter()
+            .filter_map(|pid| rustix::process::Pid::from_raw(i32::try_from(pid).ok()?))
+            .collect()
     }
 
     /// Starts the server again on the same socket and cluster and waits
@@ -492,6 +530,14 @@ fn find_bindir() -> Result<PathBuf, TestkitError> {
                 debian.display()
             ),
         })
+}
+
+/// The parent of process `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": the command may hold spaces and parens.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whether `dir` holds every binary the server needs.

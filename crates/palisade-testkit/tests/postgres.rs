@@ -109,3 +109,18 @@ fn missing_binaries_say_how_to_install_postgresql() {
         assert!(message.contains("never skip"), "{message}");
     }
 }
+
+#[test]
+fn a_frozen_server_answers_nothing_until_thawed() {
+    let mut pg = PostgresServer::start().unwrap();
+    pg.freeze();
+    assert!(!pg.is_ready(), "pg_isready answered a frozen server");
+    pg.thaw();
+    assert_eq!(pg.psql("postgres", "SELECT 1").unwrap(), "1");
+    // Killing a frozen server works too.
+    pg.freeze();
+    pg.kill();
+    assert!(!pg.is_running());
+    pg.restart().unwrap();
+    assert_eq!(pg.psql("postgres", "SELECT 2").unwrap(), "2");
+}

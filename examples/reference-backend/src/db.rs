@@ -36,6 +36,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
+/// What [`Db::deadline`] adds to the longer of the statement and connect
+/// timeouts.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
 /// The default of `APP_DATABASE_POOL_SIZE`.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
 /// The default of `APP_DATABASE_CONNECT_TIMEOUT_MS`: how long a request
@@ -158,28 +162,54 @@ pub fn tls_off_to_remote(url: &str) -> bool {
     !local && !tls
 }
 
-/// An open database: a pool of either driver. Cheap to clone.
+/// A pool of either driver.
 #[derive(Debug, Clone)]
-pub enum Db {
+pub enum Pool {
     /// SQLite (one instance).
     Sqlite(SqlitePool),
     /// PostgreSQL (any number of instances).
     Postgres(PgPool),
 }
 
-/// Runs the same code on whichever pool `db` holds: `pool` is bound to a
-/// `&SqlitePool` in one expansion and a `&PgPool` in the other, so the
-/// queries are written once and each is checked against both drivers.
-/// The body must have one type for both (map driver-specific results, such
-/// as `rows_affected`, inside it).
+/// An open database: its pool and the deadline of each call. Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: Pool,
+    deadline: Duration,
+}
+
+/// Runs the same code on whichever pool `db` holds, within the database
+/// deadline ([`Db::deadline`]; past it, `sqlx::Error::PoolTimedOut`, a 503):
+/// `pool` is bound to a `&SqlitePool` in one expansion and a `&PgPool` in
+/// the other, so the queries are written once and each is checked against
+/// both drivers. The body is an expression of type `Result<T, sqlx::Error>`,
+/// the same `T` for both (map driver-specific results, such as
+/// `rows_affected`, inside it).
 #[macro_export]
 macro_rules! on_db {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
-            $crate::db::Db::Postgres($pool) => $body,
-        }
-    };
+    ($db:expr, |$pool:ident| $body:expr) => {{
+        let db: &$crate::db::Db = $db;
+        $crate::db::within(db.deadline(), async {
+            match db.pool() {
+                $crate::db::Pool::Sqlite($pool) => $body,
+                $crate::db::Pool::Postgres($pool) => $body,
+            }
+        })
+        .await
+    }};
+}
+
+/// `call` unless it outlasts `deadline`: then `PoolTimedOut` (a database
+/// that answers nothing, such as a frozen server, cannot enforce its own
+/// statement timeout; this is the client's).
+pub async fn within<T>(
+    deadline: Duration,
+    call: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }
 
 /// Why the database could not be opened.
@@ -218,7 +248,7 @@ impl Db {
                     .await?;
                 sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
                 SqliteRefreshStore::new(pool.clone()).migrate().await?;
-                Self::Sqlite(pool)
+                Pool::Sqlite(pool)
             }
             Kind::Postgres => {
                 let timeout = settings.statement_timeout.as_millis().to_string();
@@ -239,18 +269,33 @@ impl Db {
                 // sqlx's migrator holds pg_advisory_lock while it runs.
                 sqlx::migrate!("./migrations/postgres").run(&pool).await?;
                 PostgresRefreshStore::new(pool.clone()).migrate().await?;
-                Self::Postgres(pool)
+                Pool::Postgres(pool)
             }
         };
-        Ok(db)
+        // The server's timeouts answer first; this one is for a server that
+        // answers nothing at all.
+        let deadline = settings.statement_timeout.max(settings.connect_timeout) + DEADLINE_MARGIN;
+        Ok(Self { pool: db, deadline })
     }
 
     /// Which database this is.
     pub fn kind(&self) -> Kind {
-        match self {
-            Self::Sqlite(_) => Kind::Sqlite,
-            Self::Postgres(_) => Kind::Postgres,
+        match self.pool {
+            Pool::Sqlite(_) => Kind::Sqlite,
+            Pool::Postgres(_) => Kind::Postgres,
         }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// How long one database call (waiting for a connection included) may
+    /// take: the longer of the statement and connect timeouts, plus half a
+    /// second.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     /// Answers a trivial query (the readiness check).
@@ -263,15 +308,22 @@ impl Db {
 
     /// The refresh-token store of palisade-auth on this database.
     pub fn refresh_store(&self) -> RefreshStore {
-        match self {
-            Self::Sqlite(pool) => RefreshStore::Sqlite(SqliteRefreshStore::new(pool.clone())),
-            Self::Postgres(pool) => RefreshStore::Postgres(PostgresRefreshStore::new(pool.clone())),
+        let store = match &self.pool {
+            Pool::Sqlite(pool) => Store::Sqlite(SqliteRefreshStore::new(pool.clone())),
+            Pool::Postgres(pool) => Store::Postgres(PostgresRefreshStore::new(pool.clone())),
+        };
+        RefreshStore {
+            store,
+            deadline: self.deadline,
         }
     }
 
     /// Closes every connection (at shutdown).
     pub async fn close(&self) {
-        on_db!(self, |pool| pool.close().await);
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 }
 
@@ -327,13 +379,43 @@ pub fn problem(what: &'static str, error: sqlx::Error) -> ProblemDetails {
     }
 }
 
-/// palisade-auth's refresh-token store on the open database.
+/// palisade-auth's refresh-token store on the open database, each call
+/// within the database deadline (past it: unavailable, a 503).
 #[derive(Debug, Clone)]
-pub enum RefreshStore {
-    /// [`SqliteRefreshStore`].
+pub struct RefreshStore {
+    store: Store,
+    deadline: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
     Sqlite(SqliteRefreshStore),
-    /// [`PostgresRefreshStore`].
     Postgres(PostgresRefreshStore),
+}
+
+impl RefreshStore {
+    async fn within<T>(
+        &self,
+        call: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        tokio::time::timeout(self.deadline, call)
+            .await
+            .unwrap_or_else(|_| Err(StorageError::from(sqlx::Error::PoolTimedOut)))
+    }
+}
+
+/// Runs the same call on whichever store `self` holds, within the deadline.
+macro_rules! on_store {
+    ($self:ident, |$s:ident| $call:expr) => {
+        $self
+            .within(async {
+                match &$self.store {
+                    Store::Sqlite($s) => $call.await,
+                    Store::Postgres($s) => $call.await,
+                }
+            })
+            .await
+    };
 }
 
 impl palisade_auth::RefreshStore for RefreshStore {
@@ -343,10 +425,7 @@ impl palisade_auth::RefreshStore for RefreshStore {
         user_id: &str,
         first: NewToken,
     ) -> Result<(), StorageError> {
-        match self {
-            Self::Sqlite(s) => s.create(family, user_id, first).await,
-            Self::Postgres(s) => s.create(family, user_id, first).await,
-        }
+        on_store!(self, |s| s.create(family, user_id, first))
     }
 
     async fn rotate(
@@ -355,17 +434,11 @@ impl palisade_auth::RefreshStore for RefreshStore {
         successor: NewToken,
         grace: Duration,
     ) -> Result<Rotation, StorageError> {
-        match self {
-            Self::Sqlite(s) => s.rotate(presented, successor, grace).await,
-            Self::Postgres(s) => s.rotate(presented, successor, grace).await,
-        }
+        on_store!(self, |s| s.rotate(presented, successor, grace))
     }
 
     async fn revoke_family(&self, family: &str) -> Result<(), StorageError> {
-        match self {
-            Self::Sqlite(s) => s.revoke_family(family).await,
-            Self::Postgres(s) => s.revoke_family(family).await,
-        }
+        on_store!(self, |s| s.revoke_family(family))
     }
 
     async fn revoke_user(
@@ -373,17 +446,11 @@ impl palisade_auth::RefreshStore for RefreshStore {
         user_id: &str,
         keep: Option<&str>,
     ) -> Result<Vec<String>, StorageError> {
-        match self {
-            Self::Sqlite(s) => s.revoke_user(user_id, keep).await,
-            Self::Postgres(s) => s.revoke_user(user_id, keep).await,
-        }
+        on_store!(self, |s| s.revoke_user(user_id, keep))
     }
 
     async fn prune(&self, now: u64) -> Result<u64, StorageError> {
-        match self {
-            Self::Sqlite(s) => s.prune(now).await,
-            Self::Postgres(s) => s.prune(now).await,
-        }
+        on_store!(self, |s| s.prune(now))
     }
 }
 

@@ -8,9 +8,9 @@ use tower::ServiceExt;
 /// The SQLite pool under `db` (these in-process tests run on the default
 /// database; the black-box tests run on both).
 fn sqlite(db: &Db) -> sqlx::SqlitePool {
-    match db {
-        Db::Sqlite(pool) => pool.clone(),
-        Db::Postgres(_) => panic!("the in-process tests run on SQLite"),
+    match db.pool() {
+        db::Pool::Sqlite(pool) => pool.clone(),
+        db::Pool::Postgres(_) => panic!("the in-process tests run on SQLite"),
     }
 }
 
