@@ -457,6 +457,47 @@ impl palisade_auth::RefreshStore for RefreshStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_testkit::postgres::PostgresServer;
+
+    /// A server that freezes while a call holds its connection: its
+    /// statement timeout cannot fire, the deadline does (and the pool
+    /// serves again once it thaws).
+    #[tokio::test]
+    async fn a_call_in_flight_on_a_frozen_server_ends_at_the_deadline() {
+        let server = tokio::task::spawn_blocking(PostgresServer::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let settings = DatabaseSettings {
+            url: SecretString::from(server.create_database("app").unwrap()),
+            kind: Kind::Postgres,
+            pool_size: 2,
+            connect_timeout: Duration::from_millis(500),
+            statement_timeout: Duration::from_secs(1),
+        };
+        let db = Db::open(&settings).await.unwrap();
+        assert_eq!(db.deadline(), Duration::from_millis(1500));
+        let start = std::time::Instant::now();
+        let result = on_db!(&db, |pool| async {
+            let mut conn = pool.acquire().await?;
+            server.freeze();
+            sqlx::query("SELECT 1").execute(&mut *conn).await.map(drop)
+        }
+        .await);
+        let took = start.elapsed();
+        server.thaw();
+        assert!(
+            matches!(result, Err(sqlx::Error::PoolTimedOut)),
+            "{result:?}"
+        );
+        assert!(
+            took >= db.deadline() && took < db.deadline() + Duration::from_millis(500),
+            "{took:?}"
+        );
+        let status = problem("a test", sqlx::Error::PoolTimedOut).status_code();
+        assert_eq!(status.as_u16(), 503);
+        db.ping().await.unwrap();
+    }
 
     #[test]
     fn urls_name_their_database_or_a_rule() {
