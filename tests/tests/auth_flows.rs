@@ -133,8 +133,8 @@ fn jitter(seed: &std::hash::RandomState, i: usize) -> (Duration, Duration) {
 }
 
 fn thirty_two_concurrent_logins_of_thirty_two_accounts_all_succeed_within_two_seconds(db: Db) {
-    let database = Database::start(db);
     const N: usize = 32;
+    let database = Database::start(db);
     let _cpu = exclusive_cpu();
     let backend = behind_proxy(&database);
     let addr = backend.addr;
@@ -497,8 +497,8 @@ fn live_tokens(env: &TwoInstances, i: usize, outcome: &RaceOutcome) -> Vec<Strin
 }
 
 fn refresh_races_with_logout_leave_no_live_token_across_two_instances(db: Db) {
-    let database = Database::start(db);
     const N: usize = 500;
+    let database = Database::start(db);
     let _cpu = shared_cpu();
     let env = TwoInstances::start(database);
     let sessions = env.sessions(6, "racer@example.com", N);
@@ -575,8 +575,8 @@ fn race_refresh_with_replay(
 }
 
 fn a_replay_racing_a_legit_refresh_within_the_grace_window_is_refused_without_revoking(db: Db) {
-    let database = Database::start(db);
     const N: usize = 30;
+    let database = Database::start(db);
     let _cpu = shared_cpu();
     let env = TwoInstances::start(database);
     let sessions = env.sessions(7, "replayer@example.com", N);

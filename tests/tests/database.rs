@@ -111,6 +111,7 @@ fn a_ten_second_frozen_postgres_under_light_load_is_503_within_the_deadline_then
     outage_under_light_load(Outage::Frozen);
 }
 
+#[allow(clippy::too_many_lines)] // one scenario: before, during and after the outage, in order
 fn outage_under_light_load(outage: Outage) {
     let mut database = Database::start(Db::Postgres);
     let redis = RedisServer::start().unwrap();

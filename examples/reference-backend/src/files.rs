@@ -326,7 +326,7 @@ impl FilesState {
         let token = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
         let quota = self.quota;
-        let reserved = on_db!(&self.db, |pool| async {
+        on_db!(&self.db, |pool| async {
             let mut tx = Dialect::begin_locked(pool, user).await?;
             let (bytes_used, file_count): (i64, i64) = sqlx::query_as(
                 "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT), COUNT(*) \
@@ -379,8 +379,7 @@ impl FilesState {
             Ok::<_, sqlx::Error>(Ok(reservation))
         }
         .await)
-        .map_err(|e| db::problem("could not reserve quota", e))?;
-        reserved
+        .map_err(|e| db::problem("could not reserve quota", e))?
     }
 }
 

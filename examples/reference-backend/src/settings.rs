@@ -305,7 +305,7 @@ const MAX_POOL_SIZE: u64 = 1_000;
 /// password.
 fn database(
     raw: &Raw,
-    loaded: &palisade_config::Loaded<Raw>,
+    result: &palisade_config::Loaded<Raw>,
     loader: &Loader,
     profile: &Profile,
     report: &mut Report,
@@ -318,7 +318,7 @@ fn database(
         ))
     });
     let text = url.expose_secret();
-    loaded.check_url_fallback("database_url", &setting, Some(text), report);
+    result.check_url_fallback("database_url", &setting, Some(text), report);
     let kind = db::kind_of(text).unwrap_or_else(|problem| {
         report.problem(&setting, problem.rule());
         Kind::Sqlite
