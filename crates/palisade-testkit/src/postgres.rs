@@ -91,6 +91,7 @@ pub struct PostgresServer {
     data: PathBuf,
     log: PathBuf,
     password: String,
+    durable: bool,
     run_as: Option<Account>,
     child: Option<Child>,
     // Dropped after `Drop::drop` has stopped the process.
@@ -124,13 +125,23 @@ impl PostgresServer {
     /// [`TestkitError::NotReady`] (quoting the end of the server's log) when
     /// the server exits early or is not ready within [`READY_TIMEOUT`].
     pub fn start() -> Result<Self, TestkitError> {
-        Self::start_with(find_bindir()?)
+        Self::start_in(find_bindir()?, false)
+    }
+
+    /// Like [`start`](Self::start), with `fsync` on: every commit reaches
+    /// the disk, as on a production server (for benchmarks that compare
+    /// with another durable database; tests do not need it).
+    pub fn start_durable() -> Result<Self, TestkitError> {
+        Self::start_in(find_bindir()?, true)
     }
 
     /// Like [`start`](Self::start), with the directory of the binaries given
     /// instead of looked for.
     pub fn start_with(bindir: impl AsRef<Path>) -> Result<Self, TestkitError> {
-        let bindir = bindir.as_ref().to_path_buf();
+        Self::start_in(bindir.as_ref().to_path_buf(), false)
+    }
+
+    fn start_in(bindir: PathBuf, durable: bool) -> Result<Self, TestkitError> {
         if !has_tools(&bindir) {
             return Err(TestkitError::PostgresNotFound {
                 searched: format!("{} lacks one of {}", bindir.display(), TOOLS.join(", ")),
@@ -155,6 +166,7 @@ impl PostgresServer {
             data: dir.path().join("data"),
             log: dir.path().join("postgres.log"),
             password: random_password()?,
+            durable,
             bindir,
             run_as,
             child: None,
@@ -393,6 +405,7 @@ impl PostgresServer {
         let stdout = log
             .try_clone()
             .map_err(|e| TestkitError::io("duplicating the log file", e))?;
+        let fsync = if self.durable { "on" } else { "off" };
         let child = self
             .server_command("postgres")
             .arg("-D")
@@ -402,9 +415,11 @@ impl PostgresServer {
             .args(["-p", &PORT.to_string()])
             .args(["-c", "listen_addresses="])
             .args(["-c", "unix_socket_permissions=0700"])
-            // Durable against a killed server (the outage tests), not
-            // against a crashed machine: faster, and enough for tests.
-            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            // Without `durable`: safe against a killed server (the outage
+            // tests), not against a crashed machine; faster, and enough
+            // for tests.
+            .args(["-c", &format!("fsync={fsync}")])
+            .args(["-c", &format!("full_page_writes={fsync}")])
             .args(["-c", "shared_buffers=16MB", "-c", "max_connections=200"])
             .args(["-c", "dynamic_shared_memory_type=mmap"])
             .stdout(stdout)

@@ -14,6 +14,7 @@ fn starts_on_a_private_unix_socket_with_a_password() {
     assert!(pg.is_running());
     assert!(pg.is_ready());
     assert!(pg.socket_dir().join(".s.PGSQL.5432").exists());
+    assert_eq!(pg.psql("postgres", "SHOW fsync").unwrap(), "off");
     // No TCP listener; clients authenticate with SCRAM.
     assert_eq!(pg.psql("postgres", "SHOW listen_addresses").unwrap(), "");
     assert_eq!(
@@ -123,4 +124,11 @@ fn a_frozen_server_answers_nothing_until_thawed() {
     assert!(!pg.is_running());
     pg.restart().unwrap();
     assert_eq!(pg.psql("postgres", "SELECT 2").unwrap(), "2");
+}
+
+#[test]
+fn a_durable_server_syncs_its_commits() {
+    let pg = PostgresServer::start_durable().unwrap();
+    assert_eq!(pg.psql("postgres", "SHOW fsync").unwrap(), "on");
+    assert_eq!(pg.psql("postgres", "SHOW full_page_writes").unwrap(), "on");
 }
