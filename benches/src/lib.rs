@@ -243,6 +243,7 @@ pub fn pin_to_cpu(cpu: usize) -> bool {
 /// # Panics
 ///
 /// When the runtime or the listener cannot be set up.
+#[allow(clippy::panic)] // a benchmark that cannot set up stops loudly
 pub fn serve<F, Fut>(app: F) -> std::net::SocketAddr
 where
     F: FnOnce() -> Fut + Send + 'static,
