@@ -236,3 +236,38 @@ pub fn pin_to_cpu(cpu: usize) -> bool {
     set.set(cpu);
     sched_setaffinity(None, &set).is_ok()
 }
+
+/// Serves the router `app` builds, on a 2-worker runtime in a thread of its
+/// own, over loopback; returns the address.
+///
+/// # Panics
+///
+/// When the runtime or the listener cannot be set up.
+#[allow(clippy::panic)] // a benchmark that cannot set up stops loudly
+pub fn serve<F, Fut>(app: F) -> std::net::SocketAddr
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = axum::Router>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async move {
+            let app = app().await;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let _ = tx.send(listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await;
+        });
+    });
+    rx.recv().unwrap_or_else(|e| panic!("{e}"))
+}

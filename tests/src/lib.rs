@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use palisade_testkit::http;
+use palisade_testkit::postgres::PostgresServer;
 
 /// How long the backend may take to start or to exit.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -164,6 +165,17 @@ impl Backend {
             eof: Mutex::new(eof),
             dir,
         }
+    }
+
+    /// Starts the backend on `database`, with extra environment variables.
+    ///
+    /// # Panics
+    ///
+    /// As [`Backend::start_with`].
+    pub fn start_on(database: &Database, env: &[(&str, &str)]) -> Self {
+        let mut all = vec![("APP_DATABASE_URL", database.url())];
+        all.extend_from_slice(env);
+        Self::start_with(&all)
     }
 
     /// The log lines printed so far. A line about a request may still be in
@@ -342,6 +354,95 @@ pub const REDIS_TIMEOUT_MS: &str = "2000";
 /// A strong JWT secret shared by instances behind one load balancer.
 pub const SHARED_SECRET: &str = "q8Lw2vZ7xT4nB9cR1mK6pH3sD0fG5jYuE8aN2oW7iVb";
 
+/// The database a test runs the backend on: the same test bodies run on
+/// both ([`on_both_databases!`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    /// An SQLite file in a temporary directory (the default of the backend).
+    Sqlite,
+    /// A throwaway PostgreSQL cluster (palisade-testkit's `PostgresServer`).
+    Postgres,
+}
+
+/// The database of one test, shared by every instance started on it; it
+/// lives as long as the value.
+pub struct Database {
+    url: String,
+    server: Option<PostgresServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Database {
+    /// An empty database of kind `db`.
+    ///
+    /// # Panics
+    ///
+    /// When PostgreSQL cannot be started (it is never skipped).
+    pub fn start(db: Db) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match db {
+            Db::Sqlite => Self {
+                url: format!("sqlite://{}/shared.db", dir.path().display()),
+                server: None,
+                _dir: dir,
+            },
+            Db::Postgres => {
+                let server = PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+                let url = server
+                    .create_database("app")
+                    .unwrap_or_else(|e| panic!("{e}"));
+                Self {
+                    url,
+                    server: Some(server),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    /// `APP_DATABASE_URL` for the instances (a PostgreSQL URL holds the
+    /// password: never assert on logs containing it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The PostgreSQL server, for outage tests; `None` on SQLite.
+    pub fn postgres(&mut self) -> Option<&mut PostgresServer> {
+        self.server.as_mut()
+    }
+
+    /// The PostgreSQL server, to look at its tables; `None` on SQLite.
+    pub fn server(&self) -> Option<&PostgresServer> {
+        self.server.as_ref()
+    }
+
+    /// The password inside [`url`](Self::url) on PostgreSQL.
+    pub fn password(&self) -> Option<&str> {
+        self.server.as_ref().map(PostgresServer::password)
+    }
+}
+
+/// Runs each named test body `fn name(db: Db)` on both databases: a module
+/// `name` with the tests `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    super::$name($crate::Db::Sqlite);
+                }
+
+                #[test]
+                fn postgres() {
+                    super::$name($crate::Db::Postgres);
+                }
+            }
+        )*
+    };
+}
+
 /// What instances behind one load balancer share: Redis, one database, the
 /// JWT secret; 127.0.0.1 is their trusted proxy. Each instance keeps its own
 /// data directory.
@@ -351,11 +452,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Instances over `redis_url` and an SQLite database in `dir`.
-    pub fn new(redis_url: String, dir: &Path) -> Self {
+    /// Instances over `redis_url` and `database`.
+    pub fn new(redis_url: String, database: &Database) -> Self {
         Self {
             redis_url,
-            database_url: format!("sqlite://{}/shared.db", dir.display()),
+            database_url: database.url().to_owned(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use palisade_security_tests::http::{Request, Response};
-use palisade_security_tests::{Backend, Shared, most_allowed};
+use palisade_security_tests::{Backend, Database, Db, Shared, most_allowed};
 use palisade_testkit::redis::RedisServer;
 use serde_json::{Value, json};
 
@@ -51,10 +51,10 @@ fn problem_shape(res: &Response) -> Value {
     v
 }
 
-#[test]
 #[allow(clippy::too_many_lines)] // one walk through the contract rows, in order
-fn every_auth_row_of_the_contract() {
-    let backend = Backend::start();
+fn every_auth_row_of_the_contract(db: Db) {
+    let database = Database::start(db);
+    let backend = Backend::start_on(&database, &[]);
     let addr = backend.addr;
     // Register: 201, then 409 for the same address in another case.
     let res = post(
@@ -200,9 +200,9 @@ fn until_limited(mut attempt: impl FnMut(usize) -> Response) -> (Vec<Response>, 
     (answers, start.elapsed())
 }
 
-#[test]
-fn the_sixth_login_and_the_fourth_registration_from_one_ip_get_429() {
-    let backend = Backend::start();
+fn the_sixth_login_and_the_fourth_registration_from_one_ip_get_429(db: Db) {
+    let database = Database::start(db);
+    let backend = Backend::start_on(&database, &[]);
     let addr = backend.addr;
     let (answers, elapsed) = until_limited(|i| {
         post(
@@ -261,10 +261,10 @@ fn the_sixth_login_and_the_fourth_registration_from_one_ip_get_429() {
     assert!(refused.header("retry-after").is_some());
 }
 
-#[test]
-fn distributed_guessing_locks_the_account_but_not_its_owner() {
+fn distributed_guessing_locks_the_account_but_not_its_owner(db: Db) {
+    let database = Database::start(db);
     // Behind a trusted proxy, each guess comes from another client address.
-    let backend = Backend::start_with(&[("APP_TRUSTED_PROXIES", "127.0.0.1/32")]);
+    let backend = Backend::start_on(&database, &[("APP_TRUSTED_PROXIES", "127.0.0.1/32")]);
     let addr = backend.addr;
     let home = "198.51.100.10";
     assert_eq!(
@@ -330,11 +330,10 @@ fn distributed_guessing_locks_the_account_but_not_its_owner() {
     );
 }
 
-#[test]
-fn two_instances_over_redis_share_limits_lockouts_and_logouts() {
+fn two_instances_over_redis_share_limits_lockouts_and_logouts(db: Db) {
+    let database = Database::start(db);
     let mut redis = RedisServer::start().unwrap();
-    let shared = tempfile::tempdir().unwrap();
-    let env = Shared::new(redis.url(), shared.path());
+    let env = Shared::new(redis.url(), &database);
     let (a, b) = (env.start(), env.start());
     assert_eq!(
         post(
@@ -407,11 +406,10 @@ fn two_instances_over_redis_share_limits_lockouts_and_logouts() {
     assert_eq!(get(b.addr, "/health", None).status, 200);
 }
 
-#[test]
-fn a_parallel_burst_over_two_instances_gets_at_most_fifty_password_checks() {
+fn a_parallel_burst_over_two_instances_gets_at_most_fifty_password_checks(db: Db) {
+    let database = Database::start(db);
     let redis = RedisServer::start().unwrap();
-    let shared = tempfile::tempdir().unwrap();
-    let env = Shared::new(redis.url(), shared.path());
+    let env = Shared::new(redis.url(), &database);
     let (a, b) = (env.start(), env.start());
     assert_eq!(
         post(
@@ -451,3 +449,11 @@ fn a_parallel_burst_over_two_instances_gets_at_most_fifty_password_checks() {
     assert!(checked <= 50, "{checked} password checks");
     assert!(checked > 0);
 }
+
+palisade_security_tests::on_both_databases!(
+    every_auth_row_of_the_contract,
+    the_sixth_login_and_the_fourth_registration_from_one_ip_get_429,
+    distributed_guessing_locks_the_account_but_not_its_owner,
+    two_instances_over_redis_share_limits_lockouts_and_logouts,
+    a_parallel_burst_over_two_instances_gets_at_most_fifty_password_checks,
+);

@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 
-use palisade_security_tests::Backend;
 use palisade_security_tests::http::{Request, Response};
+use palisade_security_tests::{Backend, Database, Db};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "violet quartz harbor timber";
@@ -50,10 +50,10 @@ fn call(
         .unwrap()
 }
 
-#[test]
 #[allow(clippy::too_many_lines)] // one walk through the contract rows, in order
-fn every_files_row_of_the_contract() {
-    let backend = Backend::start();
+fn every_files_row_of_the_contract(db: Db) {
+    let database = Database::start(db);
+    let backend = Backend::start_on(&database, &[]);
     let addr = backend.addr;
     let alice = token(addr, "alice@example.com");
     let bob = {
@@ -335,12 +335,15 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 /// file past it are refused with a 413 problem that names no path, a client
 /// that hangs up mid-upload gives its reservation back, a delete frees
 /// quota, and the listing has its `next_cursor`.
-#[test]
-fn the_quota_holds_and_a_dropped_connection_gives_its_reservation_back() {
-    let backend = Backend::start_with(&[
-        ("APP_FILES_MAX_BYTES", "1000"),
-        ("APP_FILES_MAX_COUNT", "3"),
-    ]);
+fn the_quota_holds_and_a_dropped_connection_gives_its_reservation_back(db: Db) {
+    let database = Database::start(db);
+    let backend = Backend::start_on(
+        &database,
+        &[
+            ("APP_FILES_MAX_BYTES", "1000"),
+            ("APP_FILES_MAX_COUNT", "3"),
+        ],
+    );
     let addr = backend.addr;
     let data_dir = backend.data_dir();
     let alice = token(addr, "dave@example.com");
@@ -421,3 +424,61 @@ fn the_quota_holds_and_a_dropped_connection_gives_its_reservation_back() {
         }
     }
 }
+
+/// 16 uploads of 100 bytes by one user at once (under the 20 requests in
+/// flight a client may have) against a 1,000-byte quota: each reservation
+/// sums and inserts under the user's lock, so exactly 10 are stored and the
+/// listing adds up to the quota, not past it.
+fn parallel_uploads_never_cross_the_quota(db: Db) {
+    let database = Database::start(db);
+    let backend = Backend::start_on(
+        &database,
+        &[
+            ("APP_FILES_MAX_BYTES", "1000"),
+            ("APP_FILES_MAX_COUNT", "1000"),
+        ],
+    );
+    let addr = backend.addr;
+    let alice = token(addr, "racer@example.com");
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let alice = &alice;
+                s.spawn(move || {
+                    call(
+                        addr,
+                        "PUT",
+                        &format!("/files/f{i}.txt"),
+                        alice,
+                        "text/plain",
+                        &[b'x'; 100],
+                    )
+                    .status
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let stored = statuses.iter().filter(|s| **s == 201).count();
+    assert!(
+        statuses.iter().all(|s| matches!(s, 201 | 413)),
+        "{statuses:?}"
+    );
+    assert_eq!(stored, 10, "{statuses:?}");
+    let listed = call(addr, "GET", "/files", &alice, "text/plain", b"")
+        .json()
+        .unwrap();
+    let total: u64 = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1000, "{listed}");
+}
+
+palisade_security_tests::on_both_databases!(
+    every_files_row_of_the_contract,
+    the_quota_holds_and_a_dropped_connection_gives_its_reservation_back,
+    parallel_uploads_never_cross_the_quota,
+);

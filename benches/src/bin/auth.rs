@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use palisade_bench::serve;
 use palisade_testkit::http::Request;
 use reference_backend::{AppState, Settings, open_database, open_store, router};
 
@@ -72,36 +73,6 @@ fn login(addr: SocketAddr, email: &str, password: &str) -> (u16, Duration, u64) 
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     (res.map_or(0, |r| r.status), elapsed, retry_after)
-}
-
-/// Serves the router `app` builds, on a 2-worker runtime in a thread of its
-/// own; returns the address.
-fn serve<F, Fut>(app: F) -> SocketAddr
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = axum::Router>,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async move {
-            let app = app().await;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let _ = tx.send(listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
-            let _ = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await;
-        });
-    });
-    rx.recv().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn start_server(dir: &std::path::Path) -> SocketAddr {

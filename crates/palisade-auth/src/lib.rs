@@ -125,13 +125,39 @@ pub use session::{MemoryRefreshStore, RefreshStore, SessionError, Sessions, Toke
 
 /// A user or refresh-token store failed (a database error). It is logged,
 /// never sent to clients; implementations must not put secrets in it.
+///
+/// An error made with [`StorageError::unavailable`] says the database could
+/// not be reached or did not answer in time (connection refused, pool
+/// exhausted, statement timeout): the flows answer 503 with `Retry-After`
+/// instead of 500. With the `sqlite` or `postgres` feature, `From<sqlx::Error>`
+/// sorts sqlx's errors that way.
 #[derive(Debug, thiserror::Error)]
-#[error("storage: {0}")]
-pub struct StorageError(Box<dyn std::error::Error + Send + Sync>);
+#[error("storage: {source}")]
+pub struct StorageError {
+    source: Box<dyn std::error::Error + Send + Sync>,
+    unavailable: bool,
+}
 
 impl StorageError {
-    /// Wraps the store's own error.
+    /// Wraps the store's own error: a failure (500).
     pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self(error.into())
+        Self {
+            source: error.into(),
+            unavailable: false,
+        }
+    }
+
+    /// Wraps an error that says the database is down or overloaded: the
+    /// request may succeed later (503).
+    pub fn unavailable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            source: error.into(),
+            unavailable: true,
+        }
+    }
+
+    /// Whether the database was unreachable or too slow, rather than failing.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 }

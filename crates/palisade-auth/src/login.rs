@@ -576,7 +576,8 @@ mod response {
     impl LoginError {
         /// The problem document of the contract: 401 `invalid credentials`,
         /// 429 locked out and 503 busy with `Retry-After`, 503 when the
-        /// lockout store is down, 500 otherwise (no detail of the failure).
+        /// lockout store or the database is down, 500 otherwise (no detail
+        /// of the failure).
         pub fn problem(&self) -> ProblemDetails {
             match self {
                 Self::InvalidCredentials => ProblemDetails::new(ProblemType::UNAUTHORIZED)
@@ -590,6 +591,11 @@ mod response {
                 Self::Unavailable => ProblemDetails::new(ProblemType::UNAVAILABLE)
                     .with_detail("the service is busy; retry shortly")
                     .with_retry_after(1),
+                Self::Storage(e) if e.is_unavailable() => {
+                    ProblemDetails::new(ProblemType::UNAVAILABLE)
+                        .with_detail("the service is busy; retry shortly")
+                        .with_retry_after(1)
+                }
                 Self::Storage(_) | Self::Internal => {
                     ProblemDetails::new(ProblemType::INTERNAL).with_detail("internal error")
                 }

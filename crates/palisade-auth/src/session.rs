@@ -26,8 +26,10 @@
 //!   revoked and marked; the caller's own session goes on.
 //! - [`Sessions::prune`] deletes expired tokens and families with none left.
 //!
-//! Stores: [`MemoryRefreshStore`] (one process, tests) and, with the `sqlite`
-//! feature, [`SqliteRefreshStore`](sqlite::SqliteRefreshStore). The trait is
+//! Stores: [`MemoryRefreshStore`] (one process, tests), with the `sqlite`
+//! feature [`SqliteRefreshStore`](sqlite::SqliteRefreshStore), and with the
+//! `postgres` feature [`PostgresRefreshStore`](postgres::PostgresRefreshStore)
+//! (several instances sharing one database). The trait is
 //! small enough to implement over any database that has transactions.
 //!
 //! # Example
@@ -58,6 +60,10 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -466,8 +472,8 @@ mod response {
 
     impl SessionError {
         /// The problem document of the contract: 401 `invalid credentials`,
-        /// 503 with `Retry-After` when the revocation store is down, 500
-        /// otherwise (no detail of the failure).
+        /// 503 with `Retry-After` when the revocation store or the database
+        /// is down, 500 otherwise (no detail of the failure).
         pub fn problem(&self) -> ProblemDetails {
             match self {
                 Self::Invalid => ProblemDetails::new(ProblemType::UNAUTHORIZED)
@@ -475,6 +481,11 @@ mod response {
                 Self::Unavailable(_) => ProblemDetails::new(ProblemType::UNAVAILABLE)
                     .with_detail("the service is busy; retry shortly")
                     .with_retry_after(1),
+                Self::Storage(e) if e.is_unavailable() => {
+                    ProblemDetails::new(ProblemType::UNAVAILABLE)
+                        .with_detail("the service is busy; retry shortly")
+                        .with_retry_after(1)
+                }
                 Self::Storage(_) | Self::Issue => {
                     ProblemDetails::new(ProblemType::INTERNAL).with_detail("internal error")
                 }

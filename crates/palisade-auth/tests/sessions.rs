@@ -1,12 +1,14 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)] // test code: panics are the assertions
-//! Sessions over the memory and SQLite refresh stores: rotation, reuse, the
-//! races of refresh against logout and replay, ending sessions, pruning, a
-//! revocation store outage. Time is a `ManualClock`.
+//! Sessions over the memory, SQLite and PostgreSQL refresh stores (the same
+//! test bodies over each): rotation, reuse, the races of refresh against
+//! logout and replay, ending sessions, pruning, a revocation store outage.
+//! Time is a `ManualClock`; PostgreSQL is a throwaway cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_auth::jwt::{Jwt, JwtConfig, Revocations};
+use palisade_auth::session::postgres::PostgresRefreshStore;
 use palisade_auth::session::sqlite::SqliteRefreshStore;
 use palisade_auth::session::{
     MemoryRefreshStore, REUSE_GRACE, RefreshStore, SessionError, Sessions, TokenPair,
@@ -14,6 +16,8 @@ use palisade_auth::session::{
 use palisade_config::keys::{HmacAlgorithm, HmacKey, KeyRing};
 use palisade_core::ManualClock;
 use palisade_store::{MemoryStore, RedisOptions, Store};
+use palisade_testkit::postgres::PostgresServer;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
@@ -21,7 +25,33 @@ const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 struct Env<S> {
     clock: Arc<ManualClock>,
     sessions: Sessions<S>,
-    dir: Option<tempfile::TempDir>,
+    db: Db,
+}
+
+/// The database under a store, for looking at its tables directly; it
+/// lives as long as the store.
+enum Db {
+    Memory,
+    Sqlite(sqlx::SqlitePool, #[allow(dead_code)] tempfile::TempDir),
+    Postgres(sqlx::PgPool, #[allow(dead_code)] PostgresServer),
+}
+
+impl Db {
+    /// `(user_id, revoked)` of every family.
+    async fn families(&self) -> Vec<(String, bool)> {
+        const SQL: &str = "SELECT user_id, revoked FROM palisade_refresh_families";
+        match self {
+            Self::Memory => panic!("the memory store has no tables"),
+            Self::Sqlite(pool, _) => sqlx::query_as::<_, (String, i64)>(SQL)
+                .fetch_all(pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(u, r)| (u, r != 0))
+                .collect(),
+            Self::Postgres(pool, _) => sqlx::query_as(SQL).fetch_all(pool).await.unwrap(),
+        }
+    }
 }
 
 fn parts(clock: &Arc<ManualClock>, store: Store) -> (Arc<Jwt>, Revocations) {
@@ -51,37 +81,69 @@ fn memory() -> Env<MemoryRefreshStore> {
     Env {
         sessions: Sessions::new(MemoryRefreshStore::default(), jwt, revocations),
         clock,
-        dir: None,
+        db: Db::Memory,
     }
 }
 
-async fn sqlite_store(dir: &tempfile::TempDir) -> SqliteRefreshStore {
+async fn sqlite_pool(dir: &tempfile::TempDir) -> sqlx::SqlitePool {
     let options = SqliteConnectOptions::new()
         .filename(dir.path().join("sessions.db"))
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(30));
-    let pool = SqlitePoolOptions::new()
+    SqlitePoolOptions::new()
         .max_connections(8)
         .connect_with(options)
         .await
-        .unwrap();
-    let store = SqliteRefreshStore::new(pool);
-    store.migrate().await.unwrap();
-    // Applying the schema twice is harmless.
-    store.migrate().await.unwrap();
-    store
+        .unwrap()
 }
 
 async fn sqlite() -> Env<SqliteRefreshStore> {
     let dir = tempfile::tempdir().unwrap();
+    let pool = sqlite_pool(&dir).await;
+    let store = SqliteRefreshStore::new(pool.clone());
+    store.migrate().await.unwrap();
+    // Applying the schema twice is harmless.
+    store.migrate().await.unwrap();
     let clock = clock();
     let (jwt, revocations) = parts(&clock, memory_store(&clock));
     Env {
-        sessions: Sessions::new(sqlite_store(&dir).await, jwt, revocations),
+        sessions: Sessions::new(store, jwt, revocations),
         clock,
-        dir: Some(dir),
+        db: Db::Sqlite(pool, dir),
+    }
+}
+
+async fn postgres() -> Env<PostgresRefreshStore> {
+    // The races queue a thousand rotations on 16 connections: wait for one.
+    postgres_with(Duration::from_secs(60)).await
+}
+
+/// A store whose pool waits at most `acquire` for a connection.
+async fn postgres_with(acquire: Duration) -> Env<PostgresRefreshStore> {
+    let server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(acquire)
+        .connect(&server.url("postgres"))
+        .await
+        .unwrap();
+    let store = PostgresRefreshStore::new(pool.clone());
+    // Several instances starting at once migrate at once: harmless.
+    let (a, b) = tokio::join!(store.migrate(), store.migrate());
+    a.unwrap();
+    b.unwrap();
+    store.migrate().await.unwrap();
+    let clock = clock();
+    let (jwt, revocations) = parts(&clock, memory_store(&clock));
+    Env {
+        sessions: Sessions::new(store, jwt, revocations),
+        clock,
+        db: Db::Postgres(pool, server),
     }
 }
 
@@ -151,6 +213,11 @@ async fn rotation_and_reuse_detection_sqlite() {
     rotation_and_reuse(sqlite().await).await;
 }
 
+#[tokio::test]
+async fn rotation_and_reuse_detection_postgres() {
+    rotation_and_reuse(postgres().await).await;
+}
+
 async fn ending_sessions<S: RefreshStore>(env: Env<S>) {
     let s = &env.sessions;
     let a = s.issue("user-1").await.unwrap();
@@ -189,8 +256,11 @@ async fn ending_all_or_the_other_sessions_sqlite() {
 }
 
 #[tokio::test]
-async fn pruning_deletes_expired_tokens_and_empty_families_only() {
-    let env = sqlite().await;
+async fn ending_all_or_the_other_sessions_postgres() {
+    ending_sessions(postgres().await).await;
+}
+
+async fn pruning<S: RefreshStore>(env: Env<S>) {
     let s = &env.sessions;
     let old = s.issue("user-1").await.unwrap();
     let spent = s.refresh(old.refresh_token()).await.unwrap();
@@ -203,24 +273,18 @@ async fn pruning_deletes_expired_tokens_and_empty_families_only() {
     assert_eq!(s.prune().await.unwrap(), 2);
     assert!(!refreshes(s, spent.refresh_token()).await);
     // The revoked family still has a live token: it stays, still revoked.
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        env.dir
-            .as_ref()
-            .unwrap()
-            .path()
-            .join("sessions.db")
-            .display()
-    ))
-    .await
-    .unwrap();
-    let families: Vec<(String, i64)> =
-        sqlx::query_as("SELECT user_id, revoked FROM palisade_refresh_families")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(families, [("user-2".to_owned(), 1)]);
+    assert_eq!(env.db.families().await, [("user-2".to_owned(), true)]);
     assert!(!refreshes(s, young.refresh_token()).await);
+}
+
+#[tokio::test]
+async fn pruning_deletes_expired_tokens_and_empty_families_only_sqlite() {
+    pruning(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn pruning_deletes_expired_tokens_and_empty_families_only_postgres() {
+    pruning(postgres().await).await;
 }
 
 /// 500 sessions; for each, a refresh and a logout at once. After every
@@ -316,6 +380,11 @@ async fn five_hundred_refresh_logout_races_leave_no_live_token_sqlite() {
     refresh_against_logout(sqlite().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_refresh_logout_races_leave_no_live_token_postgres() {
+    refresh_against_logout(postgres().await).await;
+}
+
 /// 500 sessions, each refreshed once; after the grace window, the new token
 /// and the spent one (a thief's replay) are presented at once. Once the
 /// reuse is detected, no token of the family refreshes or authorises.
@@ -398,6 +467,11 @@ async fn five_hundred_refresh_replay_races_revoke_the_whole_family_sqlite() {
     refresh_against_replay(sqlite().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_refresh_replay_races_revoke_the_whole_family_postgres() {
+    refresh_against_replay(postgres().await).await;
+}
+
 #[tokio::test]
 async fn logout_with_the_revocation_store_down_still_ends_the_refresh_family() {
     let clock = clock();
@@ -428,4 +502,31 @@ async fn logout_with_the_revocation_store_down_still_ends_the_refresh_family() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn a_database_outage_is_503_not_500_and_sessions_survive_it() {
+    let mut env = postgres_with(Duration::from_secs(2)).await;
+    let pair = env.sessions.issue("user-1").await.unwrap();
+    let Db::Postgres(_, server) = &mut env.db else {
+        unreachable!()
+    };
+    server.kill();
+    let err = env
+        .sessions
+        .refresh(pair.refresh_token())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SessionError::Storage(e) if e.is_unavailable()),
+        "{err:?}"
+    );
+    assert_eq!(err.problem().status_code().as_u16(), 503);
+    let Db::Postgres(_, server) = &mut env.db else {
+        unreachable!()
+    };
+    server.restart().unwrap();
+    // The pool reconnects; what was committed before the outage is there.
+    let next = env.sessions.refresh(pair.refresh_token()).await.unwrap();
+    assert!(refreshes(&env.sessions, next.refresh_token()).await);
 }

@@ -21,7 +21,20 @@ pub enum TestkitError {
         searched: String,
     },
 
-    /// `redis-server` was found but could not be started.
+    /// The PostgreSQL server binaries (`initdb`, `postgres`, `pg_isready`,
+    /// `psql`) could not be found.
+    #[error(
+        "PostgreSQL not found ({searched}): install it (`apt-get install postgresql`, \
+         or run ./scripts/test, which installs it) or set PALISADE_PG_BINDIR to the directory \
+         of initdb and postgres (Debian: /usr/lib/postgresql/<version>/bin); \
+         tests that need PostgreSQL fail, they never skip"
+    )]
+    PostgresNotFound {
+        /// Where the binaries were looked for.
+        searched: String,
+    },
+
+    /// A server binary was found but could not be started.
     #[error("could not start `{}`: {source}", binary.display())]
     Spawn {
         /// The binary that was run.
@@ -31,12 +44,15 @@ pub enum TestkitError {
         source: io::Error,
     },
 
-    /// `redis-server` exited or stayed silent instead of answering `PING`.
-    #[error("redis-server did not become ready: {reason}\n{log_tail}")]
+    /// A server exited or stayed silent instead of answering its readiness
+    /// probe (`PING`, `pg_isready`).
+    #[error("{server} did not become ready: {reason}\n{log_tail}")]
     NotReady {
+        /// The server (`redis-server`, `postgres`).
+        server: &'static str,
         /// Why the wait ended (early exit with its status, or the timeout).
         reason: String,
-        /// The last lines redis-server wrote to its log and to stderr.
+        /// The last lines the server wrote to its log and to stderr.
         log_tail: String,
     },
 
@@ -53,6 +69,15 @@ pub enum TestkitError {
     /// The server answered a command with an error reply.
     #[error("redis error reply: {0}")]
     Redis(String),
+
+    /// A PostgreSQL tool (`initdb`, `psql`) failed; its own message.
+    #[error("{tool} failed: {message}")]
+    Postgres {
+        /// The tool that failed.
+        tool: &'static str,
+        /// Its exit status and the end of its output.
+        message: String,
+    },
 
     /// The server's answer was not valid RESP, or not the one expected.
     #[error("unexpected redis reply: {0}")]

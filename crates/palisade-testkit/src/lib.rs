@@ -16,11 +16,14 @@
 //! - [`redis`]: a real, throwaway `redis-server` on a unix socket, for tests of
 //!   anything that keeps its state in Redis (rate limits, lockouts, revoked
 //!   tokens), including what happens when the store goes away;
+//! - [`postgres`]: a real, throwaway PostgreSQL cluster on a unix socket, for
+//!   tests of anything that keeps its data in PostgreSQL, outages included;
 //! - [`stub`]: a stub HTTP dependency on loopback that answers, hangs, fails
 //!   or refuses, for tests of outbound calls;
 //! - [`TestkitError`]: the error of every helper.
 //!
-//! Tests that need an external program (such as `redis-server`) start it
+//! Tests that need an external program (such as `redis-server` or
+//! PostgreSQL) start it
 //! themselves and fail with a message saying how to install it when it is
 //! missing: a security test that silently skips protects nothing.
 //!
@@ -41,7 +44,11 @@ mod error;
 pub mod http;
 pub mod logs;
 #[cfg(unix)]
+pub mod postgres;
+#[cfg(unix)]
 pub mod redis;
+#[cfg(unix)]
+mod server;
 pub mod stub;
 
 pub use error::TestkitError;

@@ -39,7 +39,6 @@
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -49,6 +48,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::TestkitError;
+use crate::server::{is_executable, tail};
 
 /// The environment variable that names the `redis-server` binary to run.
 pub const BINARY_ENV: &str = "PALISADE_REDIS_SERVER";
@@ -63,8 +63,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// The read and write timeout of one readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How many lines of each log an error quotes.
-const LOG_TAIL_LINES: usize = 30;
 /// The longest socket path we create (`sun_path` holds 104 to 108 bytes).
 const MAX_SOCKET_PATH: usize = 100;
 /// The longest reply line (status, error, length header) we accept.
@@ -300,7 +298,11 @@ impl RedisServer {
         if log_tail.is_empty() {
             log_tail.push_str("(redis-server wrote nothing to its log or stderr)\n");
         }
-        TestkitError::NotReady { reason, log_tail }
+        TestkitError::NotReady {
+            server: "redis-server",
+            reason,
+            log_tail,
+        }
     }
 }
 
@@ -451,10 +453,6 @@ fn resolve_binary(binary: &Path) -> Result<PathBuf, TestkitError> {
         })
 }
 
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// A fresh temporary directory whose socket path fits in `sun_path`.
 fn temp_dir() -> Result<TempDir, TestkitError> {
     let builder = || {
@@ -518,25 +516,6 @@ fn quote(path: &Path) -> Result<String, TestkitError> {
     }
     quoted.push('"');
     Ok(quoted)
-}
-
-/// The last lines of a log file, or a note saying why there are none.
-fn tail(path: &Path) -> String {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().collect();
-            let start = lines.len().saturating_sub(LOG_TAIL_LINES);
-            let mut out = String::new();
-            for line in lines.iter().skip(start) {
-                out.push_str(line);
-                out.push('\n');
-            }
-            out
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => format!("(could not read {}: {e})\n", path.display()),
-    }
 }
 
 #[cfg(test)]

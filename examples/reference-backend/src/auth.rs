@@ -1,7 +1,7 @@
 //! `/auth/*` and `/me`: wiring only. The flows — login with lockout, the
 //! dummy hash, rehash, rotating refresh tokens with reuse detection, logout,
 //! password change — are `palisade_auth`'s [`Login`] and [`Sessions`]; this
-//! module gives them the service's users table ([`SqliteUsers`]) and turns
+//! module gives them the service's users table ([`Users`]) and turns
 //! their outcomes into responses.
 
 use axum::Json;
@@ -10,28 +10,29 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use palisade::core::{ClientIp, ProblemDetails, ProblemType, normalize_identifier};
 use palisade::http::ValidatedJson;
-use palisade_auth::session::sqlite::SqliteRefreshStore;
 use palisade_auth::{
     AuthUser, Login, Sessions, StorageError, StoredUser, TokenPair, UserDirectory,
 };
 use palisade_config::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
-use sqlx::SqlitePool;
 use validator::Validate;
+
+use crate::db::{Db, RefreshStore};
+use crate::on_db;
 
 /// The service name refused inside passwords.
 pub const SERVICE_NAME: &str = "palisade";
 
 /// The users table, as the login flow sees it.
 #[derive(Debug, Clone)]
-pub struct SqliteUsers {
-    db: SqlitePool,
+pub struct Users {
+    db: Db,
 }
 
-impl SqliteUsers {
+impl Users {
     /// The users of `db`.
-    pub fn new(db: SqlitePool) -> Self {
+    pub fn new(db: Db) -> Self {
         Self { db }
     }
 }
@@ -42,33 +43,37 @@ fn user((id, email, hash): UserRow) -> StoredUser {
     StoredUser::new(id, email, hash)
 }
 
-impl UserDirectory for SqliteUsers {
+impl UserDirectory for Users {
     async fn find(&self, identifier: &str) -> Result<Option<StoredUser>, StorageError> {
-        sqlx::query_as("SELECT id, email, password_hash FROM users WHERE email = ?")
-            .bind(identifier)
-            .fetch_optional(&self.db)
-            .await
-            .map(|row: Option<UserRow>| row.map(user))
-            .map_err(StorageError::new)
+        let row: Option<UserRow> = on_db!(&self.db, |pool| sqlx::query_as(
+            "SELECT id, email, password_hash FROM users WHERE email = $1"
+        )
+        .bind(identifier)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(user))
     }
 
     async fn find_by_id(&self, id: &str) -> Result<Option<StoredUser>, StorageError> {
-        sqlx::query_as("SELECT id, email, password_hash FROM users WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.db)
-            .await
-            .map(|row: Option<UserRow>| row.map(user))
-            .map_err(StorageError::new)
+        let row: Option<UserRow> = on_db!(&self.db, |pool| sqlx::query_as(
+            "SELECT id, email, password_hash FROM users WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.map(user))
     }
 
     async fn set_password_hash(&self, id: &str, phc: &str) -> Result<(), StorageError> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(phc)
-            .bind(id)
-            .execute(&self.db)
-            .await
-            .map(drop)
-            .map_err(StorageError::new)
+        on_db!(&self.db, |pool| sqlx::query(
+            "UPDATE users SET password_hash = $1 WHERE id = $2"
+        )
+        .bind(phc)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(drop))?;
+        Ok(())
     }
 }
 
@@ -76,19 +81,13 @@ impl UserDirectory for SqliteUsers {
 #[derive(Debug, Clone)]
 pub struct AuthState {
     /// Logins, new passwords and password changes.
-    pub login: Login<SqliteUsers>,
+    pub login: Login<Users>,
     /// Token pairs, refresh, logout.
-    pub sessions: Sessions<SqliteRefreshStore>,
+    pub sessions: Sessions<RefreshStore>,
     /// The database (registration, `/me`).
-    pub db: SqlitePool,
+    pub db: Db,
     /// The clock of `created_at` (tests inject one).
     pub clock: palisade::core::SharedClock,
-}
-
-/// A database failure: logged, answered with a bare 500 problem.
-fn internal(what: &'static str, error: &dyn std::fmt::Display) -> ProblemDetails {
-    tracing::error!(%error, "{what}");
-    ProblemDetails::new(ProblemType::INTERNAL).with_detail("internal error")
 }
 
 /// `POST /auth/register` body.
@@ -150,20 +149,23 @@ pub async fn register(
         .map_err(|e| e.problem("password"))?;
     let user_id = uuid::Uuid::now_v7().to_string();
     let created_at = palisade::core::clock::rfc3339_seconds(state.clock.unix_now().as_secs());
-    sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)")
-        .bind(&user_id)
-        .bind(&email)
-        .bind(&hash)
-        .bind(&created_at)
-        .execute(&state.db)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(e) if e.is_unique_violation() => {
-                ProblemDetails::new(ProblemType::CONFLICT)
-                    .with_detail("an account with this email already exists")
-            }
-            other => internal("could not store the user", &other),
-        })?;
+    on_db!(&state.db, |pool| sqlx::query(
+        "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)"
+    )
+    .bind(&user_id)
+    .bind(&email)
+    .bind(&hash)
+    .bind(&created_at)
+    .execute(pool)
+    .await
+    .map(drop))
+    .map_err(|e| match e {
+        sqlx::Error::Database(e) if e.is_unique_violation() => {
+            ProblemDetails::new(ProblemType::CONFLICT)
+                .with_detail("an account with this email already exists")
+        }
+        other => crate::db::problem("could not store the user", other),
+    })?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": user_id, "email": email })),
@@ -238,12 +240,13 @@ pub async fn me(
     State(state): State<AuthState>,
     user: AuthUser,
 ) -> Result<impl IntoResponse, ProblemDetails> {
-    let row: Option<(String, String, String)> =
-        sqlx::query_as("SELECT id, email, created_at FROM users WHERE id = ?")
-            .bind(user.id())
-            .fetch_optional(&state.db)
-            .await
-            .map_err(|e| internal("could not read the user", &e))?;
+    let row: Option<(String, String, String)> = on_db!(&state.db, |pool| sqlx::query_as(
+        "SELECT id, email, created_at FROM users WHERE id = $1"
+    )
+    .bind(user.id())
+    .fetch_optional(pool)
+    .await)
+    .map_err(|e| crate::db::problem("could not read the user", e))?;
     // The account is gone: the token no longer names anyone.
     let (id, email, created_at) = row.ok_or_else(|| {
         ProblemDetails::new(ProblemType::UNAUTHORIZED).with_detail("invalid credentials")

@@ -37,7 +37,7 @@
 //! the quota is the sum of the user's rows, whatever their state. It is the
 //! only bookkeeping: nothing is counted in memory.
 //!
-//! - **Upload.** (1) *Reserve*: one `BEGIN IMMEDIATE` transaction sums the
+//! - **Upload.** (1) *Reserve*: one locked transaction sums the
 //!   user's rows and inserts a `pending` row for the path that holds the
 //!   declared `Content-Length`, or, for a body of unknown length, the upload
 //!   cap bounded by what remains of the quota (refused when either limit
@@ -52,9 +52,12 @@
 //! - **Delete.** The row is marked `deleting` (still counted), the file is
 //!   unlinked, the row deleted, on a task of its own; bytes and slot are back.
 //!
-//! Atomicity: `BEGIN IMMEDIATE` takes SQLite's write lock before the sum is
-//! read, so no two reservations interleave — not across the pool's
-//! connections, not across processes sharing the database file. Each one
+//! Atomicity: the reservation's transaction ([`Dialect::begin_locked`]) is
+//! serialised with every other of the same user before the sum is read —
+//! SQLite's `BEGIN IMMEDIATE` takes the database's write lock, PostgreSQL's
+//! takes a transaction-scoped advisory lock on the user id — so no two
+//! reservations of a user interleave: not across the pool's connections, not
+//! across processes or instances sharing the database. Each one
 //! checks usage + reservation ≤ quota and inserts its row in the same
 //! transaction; settling only lowers a row to the real size (never above
 //! the reservation: the stream is capped at it) and releases and deletes only
@@ -123,9 +126,10 @@ use palisade_resilience::bulkhead::for_each_bounded;
 use palisade_resilience::supervisor::CancellationToken;
 use serde::Deserialize;
 use serde_json::json;
-use sqlx::SqlitePool;
 
 use crate::Settings;
+use crate::db::{self, Db, Dialect};
+use crate::on_db;
 
 /// The upload cap of the contract.
 pub const MAX_UPLOAD: u64 = 10 * 1024 * 1024;
@@ -162,14 +166,14 @@ pub struct Quota {
 pub struct FilesState {
     base: SafeRoot,
     uploads: Arc<UploadPolicy>,
-    db: SqlitePool,
+    db: Db,
     quota: Quota,
 }
 
 impl FilesState {
     /// Files under `<data dir>/files` (created private on first use),
     /// accounted in `db` against the quota of `settings`.
-    pub fn open(settings: &Settings, db: &SqlitePool) -> Result<Self, FsError> {
+    pub fn open(settings: &Settings, db: &Db) -> Result<Self, FsError> {
         // The directory name is ours, not user input.
         let base = SafeRoot::builder(settings.data_dir.join("files"))
             .create()
@@ -216,12 +220,12 @@ impl FilesState {
 
     /// Imports the files of a directory that predates the accounting, once.
     async fn index_once(&self, user: &str, root: &SafeRoot) -> Result<(), ProblemDetails> {
-        const INDEXED: &str = "SELECT 1 FROM file_roots WHERE user_id = ?";
-        let indexed: Option<i64> = sqlx::query_scalar(INDEXED)
+        const INDEXED: &str = "SELECT 1 FROM file_roots WHERE user_id = $1";
+        let indexed: Option<i32> = on_db!(&self.db, |pool| sqlx::query_scalar(INDEXED)
             .bind(user)
-            .fetch_optional(&self.db)
-            .await
-            .map_err(|e| internal("could not read the file index", &e))?;
+            .fetch_optional(pool)
+            .await)
+        .map_err(|e| db::problem("could not read the file index", e))?;
         if indexed.is_some() {
             return Ok(());
         }
@@ -246,44 +250,40 @@ impl FilesState {
             );
         }
         let now = now_ms();
-        let mut tx = self
-            .db
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| internal("could not index files", &e))?;
-        let indexed: Option<i64> = sqlx::query_scalar(INDEXED)
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| internal("could not index files", &e))?;
-        if indexed.is_some() {
-            return Ok(()); // another request did it first; the transaction rolls back
+        on_db!(&self.db, |pool| async {
+            let mut tx = Dialect::begin_locked(pool, user).await?;
+            let indexed: Option<i32> = sqlx::query_scalar(INDEXED)
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if indexed.is_some() {
+                // Another request did it first; the transaction rolls back.
+                return Ok::<(), sqlx::Error>(());
+            }
+            for (path, size, sniffed) in &found {
+                sqlx::query(
+                    "INSERT INTO files \
+                     (user_id, path, size, content_type, state, token, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, 'stored', 'indexed', $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(user)
+                .bind(path.as_str())
+                .bind(to_db(*size))
+                .bind(*sniffed)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("INSERT INTO file_roots (user_id, indexed_at) VALUES ($1, $2)")
+                .bind(user)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
         }
-        for (path, size, sniffed) in &found {
-            sqlx::query(
-                "INSERT OR IGNORE INTO files \
-                 (user_id, path, size, content_type, state, token, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, 'stored', 'indexed', ?, ?)",
-            )
-            .bind(user)
-            .bind(path.as_str())
-            .bind(to_db(*size))
-            .bind(*sniffed)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| internal("could not index files", &e))?;
-        }
-        sqlx::query("INSERT INTO file_roots (user_id, indexed_at) VALUES (?, ?)")
-            .bind(user)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| internal("could not index files", &e))?;
-        tx.commit()
-            .await
-            .map_err(|e| internal("could not index files", &e))?;
+        .await)
+        .map_err(|e| db::problem("could not index files", e))?;
         if !found.is_empty() {
             tracing::info!(files = found.len(), "indexed the files of a user directory");
         }
@@ -301,12 +301,12 @@ impl FilesState {
     /// (each failure is logged; the others are done).
     pub async fn reconcile_stale(&self, token: &CancellationToken) -> Result<usize, String> {
         let stale_before = now_ms().saturating_sub(to_db_ms(STALE_AFTER));
-        let users: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT user_id FROM files WHERE state <> 'stored' AND updated_at < ?",
+        let users: Vec<String> = on_db!(&self.db, |pool| sqlx::query_scalar(
+            "SELECT DISTINCT user_id FROM files WHERE state <> 'stored' AND updated_at < $1",
         )
         .bind(stale_before)
-        .fetch_all(&self.db)
-        .await
+        .fetch_all(pool)
+        .await)
         .map_err(|e| format!("could not read unsettled files: {e}"))?;
         let report = for_each_bounded(users, RECONCILE_PARALLELISM, token, |user, _| {
             let files = self.clone();
@@ -327,15 +327,15 @@ impl FilesState {
     /// Makes the user's stale `pending` and `deleting` rows match the disk.
     async fn reconcile(&self, user: &str, root: &SafeRoot) -> Result<(), ProblemDetails> {
         let stale_before = now_ms().saturating_sub(to_db_ms(STALE_AFTER));
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String, String)> = on_db!(&self.db, |pool| sqlx::query_as(
             "SELECT path, state, token FROM files \
-             WHERE user_id = ? AND state <> 'stored' AND updated_at < ?",
+             WHERE user_id = $1 AND state <> 'stored' AND updated_at < $2",
         )
         .bind(user)
         .bind(stale_before)
-        .fetch_all(&self.db)
-        .await
-        .map_err(|e| internal("could not read unsettled files", &e))?;
+        .fetch_all(pool)
+        .await)
+        .map_err(|e| db::problem("could not read unsettled files", e))?;
         for (path, state, token) in rows {
             let row = Row {
                 user: user.to_owned(),
@@ -354,7 +354,7 @@ impl FilesState {
     }
 
     /// Reserves quota for an upload of `declared` bytes (unknown: the cap
-    /// bounded by what remains) and the path, in one `BEGIN IMMEDIATE`
+    /// bounded by what remains) and the path, in one locked
     /// transaction.
     async fn reserve(
         &self,
@@ -362,63 +362,63 @@ impl FilesState {
         path: &SafePath,
         declared: Option<u64>,
     ) -> Result<Reservation, ProblemDetails> {
-        let failed = |e: sqlx::Error| internal("could not reserve quota", &e);
-        let mut tx = self
-            .db
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(failed)?;
-        let (bytes_used, file_count): (i64, i64) =
-            sqlx::query_as("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM files WHERE user_id = ?")
-                .bind(user)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(failed)?;
-        let bytes_used = u64::try_from(bytes_used).unwrap_or(u64::MAX);
-        if u64::try_from(file_count).unwrap_or(u64::MAX) >= self.quota.max_files {
-            return Err(over_quota(Limit::Files, self.quota));
-        }
-        let remaining = self.quota.max_bytes.saturating_sub(bytes_used);
-        let bytes = match declared {
-            Some(len) if len > remaining => return Err(over_quota(Limit::Bytes, self.quota)),
-            Some(len) => len,
-            None => MAX_UPLOAD.min(remaining),
-        };
         let token = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
-        let inserted = sqlx::query(
-            "INSERT INTO files \
-             (user_id, path, size, content_type, state, token, created_at, updated_at) \
-             VALUES (?, ?, ?, NULL, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(user)
-        .bind(path.as_str())
-        .bind(to_db(bytes))
-        .bind(&token)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(failed)?
-        .rows_affected();
-        if inserted == 0 {
-            // A file, or an upload in flight, has the path.
-            return Err(FsError::AlreadyExists.problem());
+        let quota = self.quota;
+        on_db!(&self.db, |pool| async {
+            let mut tx = Dialect::begin_locked(pool, user).await?;
+            let (bytes_used, file_count): (i64, i64) = sqlx::query_as(
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT), COUNT(*) \
+                 FROM files WHERE user_id = $1",
+            )
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+            let bytes_used = u64::try_from(bytes_used).unwrap_or(u64::MAX);
+            if u64::try_from(file_count).unwrap_or(u64::MAX) >= quota.max_files {
+                return Ok(Err(over_quota(Limit::Files, quota)));
+            }
+            let remaining = quota.max_bytes.saturating_sub(bytes_used);
+            let bytes = match declared {
+                Some(len) if len > remaining => return Ok(Err(over_quota(Limit::Bytes, quota))),
+                Some(len) => len,
+                None => MAX_UPLOAD.min(remaining),
+            };
+            let inserted = sqlx::query(
+                "INSERT INTO files \
+                 (user_id, path, size, content_type, state, token, created_at, updated_at) \
+                 VALUES ($1, $2, $3, NULL, 'pending', $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(user)
+            .bind(path.as_str())
+            .bind(to_db(bytes))
+            .bind(&token)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                // A file, or an upload in flight, has the path.
+                return Ok(Err(FsError::AlreadyExists.problem()));
+            }
+            // The guard exists before the commit: dropped while it is in
+            // flight, it releases whatever the commit left.
+            let reservation = Reservation {
+                db: self.db.clone(),
+                row: Row {
+                    user: user.to_owned(),
+                    path: path.as_str().to_owned(),
+                    token: token.clone(),
+                },
+                bytes,
+                armed: true,
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Ok(reservation))
         }
-        // The guard exists before the commit: dropped while it is in
-        // flight, it releases whatever the commit left.
-        let reservation = Reservation {
-            db: self.db.clone(),
-            row: Row {
-                user: user.to_owned(),
-                path: path.as_str().to_owned(),
-                token,
-            },
-            bytes,
-            armed: true,
-        };
-        tx.commit().await.map_err(failed)?;
-        Ok(reservation)
+        .await)
+        .map_err(|e| db::problem("could not reserve quota", e))?
     }
 }
 
@@ -475,7 +475,7 @@ struct Row {
 /// on a task of its own.
 #[derive(Debug)]
 struct Reservation {
-    db: SqlitePool,
+    db: Db,
     row: Row,
     bytes: u64,
     armed: bool,
@@ -484,19 +484,16 @@ struct Reservation {
 impl Reservation {
     /// The row becomes `stored` with the file's real size and type.
     async fn settle(&mut self, stored: &StoredFile) -> Result<(), sqlx::Error> {
-        let settled = sqlx::query(
-            "UPDATE files SET state = 'stored', size = ?, content_type = ?, updated_at = ? \
-             WHERE user_id = ? AND path = ? AND token = ? AND state = 'pending'",
-        )
-        .bind(to_db(stored.size))
-        .bind(stored.content_type)
-        .bind(now_ms())
-        .bind(&self.row.user)
-        .bind(&self.row.path)
-        .bind(&self.row.token)
-        .execute(&self.db)
-        .await?
-        .rows_affected();
+        let settled = on_db!(&self.db, |pool| sqlx::query(SETTLE)
+            .bind(to_db(stored.size))
+            .bind(stored.content_type)
+            .bind(now_ms())
+            .bind(&self.row.user)
+            .bind(&self.row.path)
+            .bind(&self.row.token)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
         self.armed = false;
         if settled == 0 {
             // Only if the upload outlived STALE_AFTER and was reconciled.
@@ -547,29 +544,31 @@ impl Drop for Reservation {
     }
 }
 
-async fn release_row(db: &SqlitePool, row: &Row) -> Result<(), sqlx::Error> {
+/// A `pending` row becomes `stored` with the file's size and type.
+const SETTLE: &str = "UPDATE files SET state = 'stored', size = $1, content_type = $2, \
+     updated_at = $3 WHERE user_id = $4 AND path = $5 AND token = $6 AND state = 'pending'";
+
+async fn release_row(db: &Db, row: &Row) -> Result<(), sqlx::Error> {
     delete_row(db, row, "pending").await
 }
 
 /// Deletes `row` if it is still in `state` (and still this reservation's).
-async fn delete_row(db: &SqlitePool, row: &Row, state: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM files WHERE user_id = ? AND path = ? AND token = ? AND state = ?")
-        .bind(&row.user)
-        .bind(&row.path)
-        .bind(&row.token)
-        .bind(state)
-        .execute(db)
-        .await
-        .map(drop)
+async fn delete_row(db: &Db, row: &Row, state: &str) -> Result<(), sqlx::Error> {
+    on_db!(db, |pool| sqlx::query(
+        "DELETE FROM files WHERE user_id = $1 AND path = $2 AND token = $3 AND state = $4"
+    )
+    .bind(&row.user)
+    .bind(&row.path)
+    .bind(&row.token)
+    .bind(state)
+    .execute(pool)
+    .await
+    .map(drop))
 }
 
 /// A `pending` row made to match the disk: `stored` with the file's size
 /// and sniffed type when the file is there, deleted otherwise.
-async fn settle_from_disk(
-    db: &SqlitePool,
-    root: &SafeRoot,
-    row: &Row,
-) -> Result<(), ProblemDetails> {
+async fn settle_from_disk(db: &Db, root: &SafeRoot, row: &Row) -> Result<(), ProblemDetails> {
     // A path the rules refuse cannot be on disk.
     let found = match root.rules().parse(&row.path).ok() {
         Some(path) => {
@@ -584,32 +583,29 @@ async fn settle_from_disk(
     };
     let done = match found {
         Some((size, sniffed)) => {
-            sqlx::query(
-                "UPDATE files SET state = 'stored', size = ?, content_type = ?, updated_at = ? \
-                 WHERE user_id = ? AND path = ? AND token = ? AND state = 'pending'",
-            )
-            .bind(to_db(size))
-            .bind(sniffed)
-            .bind(now_ms())
-            .bind(&row.user)
-            .bind(&row.path)
-            .bind(&row.token)
-            .execute(db)
-            .await
+            on_db!(db, |pool| sqlx::query(SETTLE)
+                .bind(to_db(size))
+                .bind(sniffed)
+                .bind(now_ms())
+                .bind(&row.user)
+                .bind(&row.path)
+                .bind(&row.token)
+                .execute(pool)
+                .await
+                .map(drop))
         }
         None => {
             return release_row(db, row)
                 .await
-                .map_err(|e| internal("could not release a reservation", &e));
+                .map_err(|e| db::problem("could not release a reservation", e));
         }
     };
-    done.map(drop)
-        .map_err(|e| internal("could not settle an upload", &e))
+    done.map_err(|e| db::problem("could not settle an upload", e))
 }
 
 /// The second half of a delete: unlink (already gone is fine), then the row.
 /// An unlink that fails puts the row back to `stored`.
-async fn finish_delete(db: &SqlitePool, root: &SafeRoot, row: &Row) -> Result<(), ProblemDetails> {
+async fn finish_delete(db: &Db, root: &SafeRoot, row: &Row) -> Result<(), ProblemDetails> {
     let path = root.rules().parse(&row.path).ok();
     let unlinked = match path {
         Some(path) => root.blocking(move |root| root.remove_file(&path)).await,
@@ -620,23 +616,24 @@ async fn finish_delete(db: &SqlitePool, root: &SafeRoot, row: &Row) -> Result<()
         Ok(()) => {}
         Err(e) if e.status() == StatusCode::NOT_FOUND => {}
         Err(e) => {
-            sqlx::query(
-                "UPDATE files SET state = 'stored', updated_at = ? \
-                 WHERE user_id = ? AND path = ? AND token = ? AND state = 'deleting'",
+            on_db!(db, |pool| sqlx::query(
+                "UPDATE files SET state = 'stored', updated_at = $1 \
+                 WHERE user_id = $2 AND path = $3 AND token = $4 AND state = 'deleting'",
             )
             .bind(now_ms())
             .bind(&row.user)
             .bind(&row.path)
             .bind(&row.token)
-            .execute(db)
+            .execute(pool)
             .await
-            .map_err(|e| internal("could not restore a file row", &e))?;
+            .map(drop))
+            .map_err(|e| db::problem("could not restore a file row", e))?;
             return Err(e.problem());
         }
     }
     delete_row(db, row, "deleting")
         .await
-        .map_err(|e| internal("could not delete a file row", &e))
+        .map_err(|e| db::problem("could not delete a file row", e))
 }
 
 /// Which limit an upload would cross.
@@ -807,7 +804,7 @@ pub async fn put(
                 Err(e) => {
                     // The file is in place: the row waits for reconciliation.
                     reservation.keep_for_reconciliation();
-                    Err(internal("could not settle an upload", &e))
+                    Err(db::problem("could not settle an upload", e))
                 }
             },
             Err(UploadError::Fs(FsError::AlreadyExists)) => {
@@ -861,18 +858,18 @@ pub async fn delete(
     let path = files.path(&uri)?;
     let root = files.user_root(&user).await?;
     let token = uuid::Uuid::now_v7().to_string();
-    let marked = sqlx::query(
-        "UPDATE files SET state = 'deleting', token = ?, updated_at = ? \
-         WHERE user_id = ? AND path = ? AND state = 'stored'",
+    let marked = on_db!(&files.db, |pool| sqlx::query(
+        "UPDATE files SET state = 'deleting', token = $1, updated_at = $2 \
+         WHERE user_id = $3 AND path = $4 AND state = 'stored'",
     )
     .bind(&token)
     .bind(now_ms())
     .bind(user.id())
     .bind(path.as_str())
-    .execute(&files.db)
+    .execute(pool)
     .await
-    .map_err(|e| internal("could not mark a file for deletion", &e))?
-    .rows_affected();
+    .map(|done| done.rows_affected()))
+    .map_err(|e| db::problem("could not mark a file for deletion", e))?;
     if marked == 0 {
         // Not stored: an upload in flight, a delete in progress, or nothing.
         return Err(FsError::NotFound.problem());
@@ -900,16 +897,17 @@ pub async fn list(
     let after = cursor(&uri, files.base.rules())?;
     files.user_root(&user).await?;
     let limit = i64::try_from(PAGE_SIZE + 1).unwrap_or(i64::MAX);
-    let mut rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+    let after = after.unwrap_or_default();
+    let mut rows: Vec<(String, i64, Option<String>)> = on_db!(&files.db, |pool| sqlx::query_as(
         "SELECT path, size, content_type FROM files \
-         WHERE user_id = ? AND state = 'stored' AND path > ? ORDER BY path LIMIT ?",
+         WHERE user_id = $1 AND state = 'stored' AND path > $2 ORDER BY path LIMIT $3",
     )
     .bind(user.id())
-    .bind(after.unwrap_or_default())
+    .bind(&after)
     .bind(limit)
-    .fetch_all(&files.db)
-    .await
-    .map_err(|e| internal("could not list files", &e))?;
+    .fetch_all(pool)
+    .await)
+    .map_err(|e| db::problem("could not list files", e))?;
     let next_cursor = if rows.len() > PAGE_SIZE {
         rows.truncate(PAGE_SIZE);
         rows.last()

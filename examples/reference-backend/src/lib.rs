@@ -6,6 +6,7 @@
 //! pieces can be tested in-process as well as black-box.
 
 pub mod auth;
+pub mod db;
 pub mod files;
 pub mod health_check;
 pub mod metrics;
@@ -26,7 +27,6 @@ use palisade::serve::Server;
 use palisade::store::{FailPolicy, MemoryStore, Quota, RedisOptions, Store};
 use palisade::telemetry::{Metrics, Readiness};
 use palisade_auth::pwned::PwnedCheck;
-use palisade_auth::session::sqlite::SqliteRefreshStore;
 use palisade_auth::{
     AuthLayer, Hasher, Jwt, JwtConfig, Lockout, LockoutPolicy, Login, PasswordPolicy, Revocations,
     Sessions,
@@ -35,8 +35,8 @@ use palisade_config::ExposeSecret;
 use palisade_config::keys::KeyRing;
 use palisade_resilience::supervisor::{CancellationToken, Supervisor, Task};
 use serde_json::json;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+use db::{Db, RefreshStore};
 
 use metrics::{MetricsEndpoint, Tokenless};
 pub use palisade_config::Profile;
@@ -75,7 +75,7 @@ impl AppState {
     /// # Errors
     ///
     /// The auth services refused their configuration.
-    pub fn new(db: &SqlitePool, store: Store, settings: &Settings) -> Result<Self, ConfigError> {
+    pub fn new(db: &Db, store: Store, settings: &Settings) -> Result<Self, ConfigError> {
         Self::with_clock(db, store, settings, palisade::core::SystemClock::shared())
     }
 
@@ -86,7 +86,7 @@ impl AppState {
     ///
     /// The auth services refused their configuration.
     pub fn with_clock(
-        db: &SqlitePool,
+        db: &Db,
         store: Store,
         settings: &Settings,
         clock: palisade::core::SharedClock,
@@ -106,11 +106,7 @@ impl AppState {
                 if let Some(file) = file {
                     file.check().await?;
                 }
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(drop)
-                    .map_err(|_| "query failed".to_owned())
+                pool.ping().await.map_err(|_| "query failed".to_owned())
             }
         });
         let supervisor = Supervisor::new();
@@ -133,7 +129,7 @@ impl AppState {
     }
 
     /// The sessions (refresh tokens, logout).
-    pub fn sessions(&self) -> &Sessions<SqliteRefreshStore> {
+    pub fn sessions(&self) -> &Sessions<RefreshStore> {
         &self.auth.sessions
     }
 
@@ -208,7 +204,12 @@ impl DatabaseFile {
     /// The file of `settings`' SQLite URL, when it is a file that exists.
     fn of(settings: &Settings) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
-        let options = SqliteConnectOptions::from_str(&settings.database_url).ok()?;
+        if settings.database.kind != db::Kind::Sqlite {
+            return None;
+        }
+        let options =
+            sqlx::sqlite::SqliteConnectOptions::from_str(settings.database.url.expose_secret())
+                .ok()?;
         let path = options.get_filename().to_path_buf();
         let meta = std::fs::metadata(&path).ok()?;
         Some(Self {
@@ -232,7 +233,7 @@ impl DatabaseFile {
 #[derive(Debug)]
 pub enum RunError {
     /// The database could not be opened or migrated.
-    Database(sqlx::Error),
+    Database(db::OpenError),
     /// The data directory could not be created.
     DataDir(std::io::Error),
     /// The listen address could not be bound.
@@ -257,30 +258,14 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// Opens (creating on first run) the SQLite database and applies the
-/// embedded migrations and the refresh-token store's schema.
-pub async fn open_database(settings: &Settings) -> Result<SqlitePool, RunError> {
+/// Creates the data directory, opens the database (creating a SQLite file
+/// on first run) and applies the embedded migrations and the refresh-token
+/// store's schema.
+pub async fn open_database(settings: &Settings) -> Result<Db, RunError> {
     create_private_dir(&settings.data_dir).map_err(RunError::DataDir)?;
-    let options = SqliteConnectOptions::from_str(&settings.database_url)
-        .map_err(RunError::Database)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
+    Db::open(&settings.database)
         .await
-        .map_err(RunError::Database)?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .map_err(|e| RunError::Database(e.into()))?;
-    SqliteRefreshStore::new(pool.clone())
-        .migrate()
-        .await
-        .map_err(|e| RunError::Database(sqlx::Error::Protocol(e.to_string())))?;
-    Ok(pool)
+        .map_err(RunError::Database)
 }
 
 /// Creates `dir` readable by its owner only (it holds the database and uploads).
@@ -303,7 +288,7 @@ pub const JWT_AUDIENCE: &str = "palisade-reference-api";
 /// users and refresh tokens in the database.
 pub fn build_auth(
     settings: &Settings,
-    db: &SqlitePool,
+    db: &Db,
     store: &Store,
     clock: palisade::core::SharedClock,
 ) -> Result<auth::AuthState, ConfigError> {
@@ -315,7 +300,7 @@ pub fn build_auth(
     let jwt = std::sync::Arc::new(jwt);
     let revocations = Revocations::new(store.clone(), jwt.access_ttl());
     let mut login = Login::with_policy(
-        auth::SqliteUsers::new(db.clone()),
+        auth::Users::new(db.clone()),
         Hasher::builder().build()?,
         Lockout::new(store.clone(), LockoutPolicy::default()),
         PasswordPolicy::default().service_name(auth::SERVICE_NAME),
@@ -325,7 +310,7 @@ pub fn build_auth(
             .map_err(|e| ConfigError::new("APP_PWNED_API_URL", e.to_string()))?;
         login = login.breach_check(check);
     }
-    let sessions = Sessions::new(SqliteRefreshStore::new(db.clone()), jwt, revocations);
+    let sessions = Sessions::new(db.refresh_store(), jwt, revocations);
     Ok(auth::AuthState {
         login,
         sessions,

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -14,9 +15,11 @@ use palisade::core::client_ip::parse_network;
 use palisade::prelude::*;
 use palisade::telemetry::LogFormat;
 use palisade_config::keys::{HmacAlgorithm, HmacKey, KeyEncoding};
-use palisade_config::{Loader, Profile, Report, SecretString};
+use palisade_config::{ExposeSecret, Loader, Profile, Report, SecretString};
 use serde::{Deserialize, Deserializer};
 use validator::Validate;
+
+use crate::db::{self, DatabaseSettings, Kind};
 
 /// The settings as written by the operator, before checking.
 #[derive(Debug, Deserialize, Validate)]
@@ -24,7 +27,10 @@ use validator::Validate;
 struct Raw {
     listen: String,
     data_dir: PathBuf,
-    database_url: Option<String>,
+    database_url: Option<SecretString>,
+    database_pool_size: Count,
+    database_connect_timeout_ms: Count,
+    database_statement_timeout_ms: Count,
     #[validate(url(message = "must be a redis://, rediss:// or redis+unix:// URL"))]
     redis_url: Option<String>,
     #[serde(deserialize_with = "list")]
@@ -49,6 +55,9 @@ impl Default for Raw {
             listen: "127.0.0.1:8080".to_owned(),
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            database_pool_size: Count::Whole(u64::from(db::DEFAULT_POOL_SIZE)),
+            database_connect_timeout_ms: Count::Whole(millis(db::DEFAULT_CONNECT_TIMEOUT)),
+            database_statement_timeout_ms: Count::Whole(millis(db::DEFAULT_STATEMENT_TIMEOUT)),
             redis_url: None,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
@@ -63,6 +72,10 @@ impl Default for Raw {
             profile: None,
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A comma-separated string (environment) or a list (TOML).
@@ -118,10 +131,11 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// `APP_PROFILE`.
     pub profile: Profile,
-    /// `APP_DATA_DIR`: the SQLite file and uploads live here.
+    /// `APP_DATA_DIR`: the SQLite file (by default) and uploads live here.
     pub data_dir: PathBuf,
-    /// `APP_DATABASE_URL`, default `sqlite://<data dir>/app.db`.
-    pub database_url: String,
+    /// `APP_DATABASE_URL` (default `sqlite://<data dir>/app.db`; or
+    /// `postgres://`, `postgresql://`), a secret, and the pool's settings.
+    pub database: DatabaseSettings,
     /// `APP_REDIS_URL`: the shared store of limits, lockouts and revocations;
     /// absent = in-process memory. A secret: the URL may hold a password.
     pub redis_url: Option<SecretString>,
@@ -202,21 +216,7 @@ impl Settings {
                 "must be an IP address and port, e.g. 127.0.0.1:8080",
             );
         });
-        let database_url = raw
-            .database_url
-            .unwrap_or_else(|| format!("sqlite://{}", raw.data_dir.join("app.db").display()));
-        result.check_url_fallback(
-            "database_url",
-            &loader.setting("database_url"),
-            Some(&database_url),
-            &mut report,
-        );
-        if !database_url.starts_with("sqlite:") {
-            report.problem(
-                loader.setting("database_url"),
-                "must be a sqlite: URL (the only database this build supports)",
-            );
-        }
+        let database = database(&raw, &result, loader, &profile, &mut report);
         if let Some(url) = &raw.redis_url {
             let scheme_ok = ["redis://", "rediss://", "redis+unix://"]
                 .iter()
@@ -271,7 +271,7 @@ impl Settings {
                 listen,
                 profile,
                 data_dir: raw.data_dir,
-                database_url,
+                database,
                 redis_url: raw.redis_url.map(SecretString::from),
                 trusted_proxies,
                 cors_origins: raw.cors_origins,
@@ -346,17 +346,90 @@ fn redis_timeout(value: Count, loader: &Loader, report: &mut Report) -> std::tim
     std::time::Duration::from_millis(ms)
 }
 
-/// A count from 1 to `i64::MAX` (quotas are kept in SQLite integers).
+/// A count from 1 to `i64::MAX` (quotas are kept in SQL integers).
 fn count(value: Count, key: &str, loader: &Loader, report: &mut Report) -> u64 {
+    bounded(value, key, i64::MAX.unsigned_abs(), loader, report)
+}
+
+/// A count from 1 to `max`.
+fn bounded(value: Count, key: &str, max: u64, loader: &Loader, report: &mut Report) -> u64 {
     match value {
-        Count::Whole(n) if n > 0 && i64::try_from(n).is_ok() => n,
+        Count::Whole(n) if n > 0 && n <= max => n,
         _ => {
             report.problem(
                 loader.setting(key),
-                "must be a whole number from 1 to 9223372036854775807",
+                format!("must be a whole number from 1 to {max}"),
             );
             0
         }
+    }
+}
+
+/// The longest statement timeout accepted: 10 minutes.
+const MAX_STATEMENT_TIMEOUT_MS: u64 = 600_000;
+/// The longest connect timeout accepted: 1 minute.
+const MAX_CONNECT_TIMEOUT_MS: u64 = 60_000;
+/// The largest pool accepted.
+const MAX_POOL_SIZE: u64 = 1_000;
+
+/// `APP_DATABASE_*`: the URL (default: SQLite in the data directory), its
+/// driver, the pool; in `prod`, a warning for a PostgreSQL server on another
+/// machine reached without TLS. Rules only in the report: the URL may hold a
+/// password.
+fn database(
+    raw: &Raw,
+    result: &palisade_config::Loaded<Raw>,
+    loader: &Loader,
+    profile: &Profile,
+    report: &mut Report,
+) -> DatabaseSettings {
+    let setting = loader.setting("database_url");
+    let url = raw.database_url.clone().unwrap_or_else(|| {
+        SecretString::from(format!(
+            "sqlite://{}",
+            raw.data_dir.join("app.db").display()
+        ))
+    });
+    let text = url.expose_secret();
+    result.check_url_fallback("database_url", &setting, Some(text), report);
+    let kind = db::kind_of(text).unwrap_or_else(|problem| {
+        report.problem(&setting, problem.rule());
+        Kind::Sqlite
+    });
+    if kind == Kind::Postgres && *profile == Profile::Prod && db::tls_off_to_remote(text) {
+        report.warn(
+            &setting,
+            "reaches a PostgreSQL server on another machine without TLS: \
+             add sslmode=verify-full (or sslmode=require)",
+        );
+    }
+    let pool_size = bounded(
+        raw.database_pool_size,
+        "database_pool_size",
+        MAX_POOL_SIZE,
+        loader,
+        report,
+    );
+    let connect = bounded(
+        raw.database_connect_timeout_ms,
+        "database_connect_timeout_ms",
+        MAX_CONNECT_TIMEOUT_MS,
+        loader,
+        report,
+    );
+    let statement = bounded(
+        raw.database_statement_timeout_ms,
+        "database_statement_timeout_ms",
+        MAX_STATEMENT_TIMEOUT_MS,
+        loader,
+        report,
+    );
+    DatabaseSettings {
+        url,
+        kind,
+        pool_size: u32::try_from(pool_size).unwrap_or(1),
+        connect_timeout: Duration::from_millis(connect),
+        statement_timeout: Duration::from_millis(statement),
     }
 }
 
@@ -408,7 +481,11 @@ mod tests {
         let s = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.profile, Profile::Dev);
-        assert_eq!(s.database_url, "sqlite://./data/app.db");
+        assert_eq!(s.database.url.expose_secret(), "sqlite://./data/app.db");
+        assert_eq!(s.database.kind, Kind::Sqlite);
+        assert_eq!(s.database.pool_size, db::DEFAULT_POOL_SIZE);
+        assert_eq!(s.database.connect_timeout, db::DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(s.database.statement_timeout, db::DEFAULT_STATEMENT_TIMEOUT);
         assert!(s.cors_origins.is_empty() && s.trusted_proxies.is_empty());
         // The generated key is announced.
         assert_eq!(s.warnings.warnings()[0].setting, "APP_JWT_SECRET");
@@ -419,7 +496,8 @@ mod tests {
         let report = Settings::from_vars([
             ("APP_LISTEN", "nowhere-value"),
             ("APP_PROFILE", "prod"),
-            ("APP_DATABASE_URL", "postgres://user:pw-value@db/app"),
+            ("APP_DATABASE_URL", "mysql://user:pw-value@db/app"),
+            ("APP_DATABASE_POOL_SIZE", "0"),
             ("APP_TRUSTED_PROXIES", "10.0.0.0/8, bogus-value"),
             ("APP_CORS_ORIGINS", "*"),
             ("APP_REDIS_URL", "http://cache-value"),
@@ -430,6 +508,7 @@ mod tests {
         for setting in [
             "APP_LISTEN",
             "APP_DATABASE_URL",
+            "APP_DATABASE_POOL_SIZE",
             "APP_TRUSTED_PROXIES",
             "APP_CORS_ORIGINS",
             "APP_REDIS_URL",
@@ -594,6 +673,123 @@ mod tests {
                 "{bad}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn postgres_urls_are_secrets_with_pool_settings() {
+        const URL: &str = "postgres://app:pw-value-1234@db.example:5432/app?sslmode=verify-full";
+        let s = Settings::from_vars([
+            ("APP_PROFILE", "prod"),
+            ("APP_JWT_SECRET", STRONG),
+            ("APP_DATABASE_URL", URL),
+            ("APP_DATABASE_POOL_SIZE", "32"),
+            ("APP_DATABASE_CONNECT_TIMEOUT_MS", "1500"),
+            ("APP_DATABASE_STATEMENT_TIMEOUT_MS", "2500"),
+        ])
+        .unwrap();
+        assert_eq!(s.database.kind, Kind::Postgres);
+        assert_eq!(s.database.url.expose_secret(), URL);
+        assert_eq!(s.database.pool_size, 32);
+        assert_eq!(s.database.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(s.database.statement_timeout, Duration::from_millis(2500));
+        assert!(s.warnings.warnings().is_empty(), "{:?}", s.warnings);
+        assert!(!format!("{s:?}").contains("pw-value"));
+        // `postgresql://` and a unix socket.
+        for url in [
+            "postgresql://app@localhost/app",
+            "postgres://app:pw-value@%2Frun%2Fpostgresql/app",
+            "postgres://app:pw-value@localhost/app?host=/run/postgresql",
+        ] {
+            let s = Settings::from_vars([("APP_DATABASE_URL", url)]).unwrap();
+            assert_eq!(s.database.kind, Kind::Postgres, "{url}");
+        }
+    }
+
+    #[test]
+    fn prod_warns_about_a_remote_postgres_without_tls_and_never_prints_the_url() {
+        for (url, warned) in [
+            ("postgres://app:pw-value@db.example/app", true),
+            (
+                "postgres://app:pw-value@db.example/app?sslmode=prefer",
+                true,
+            ),
+            (
+                "postgres://app:pw-value@db.example/app?sslmode=require",
+                false,
+            ),
+            ("postgres://app:pw-value@127.0.0.1/app", false),
+            ("postgres://app:pw-value@x/app?host=/run/postgresql", false),
+        ] {
+            let s = Settings::from_vars([
+                ("APP_PROFILE", "prod"),
+                ("APP_JWT_SECRET", STRONG),
+                ("APP_DATABASE_URL", url),
+            ])
+            .unwrap();
+            let text = s.warnings.to_string();
+            assert_eq!(
+                text.contains("APP_DATABASE_URL: reaches"),
+                warned,
+                "{url}: {text}"
+            );
+            assert!(
+                !text.contains("pw-value") && !text.contains("db.example"),
+                "{text}"
+            );
+            // dev does not warn: a local experiment.
+            let dev = Settings::from_vars([("APP_DATABASE_URL", url)]).unwrap();
+            assert!(!dev.warnings.to_string().contains("APP_DATABASE_URL"));
+        }
+    }
+
+    #[test]
+    fn database_settings_are_checked_without_printing_the_url() {
+        for (url, rule) in [
+            ("mysql://a:pw-value@b/c", "must be a sqlite:, postgres://"),
+            (
+                "postgres://a:pw-value@b/c?pw-value",
+                "has a query parameter",
+            ),
+            (
+                "postgres://a:pw-value@b/c?sslmode=pw-value",
+                "is not a valid",
+            ),
+        ] {
+            let text = Settings::from_vars([("APP_DATABASE_URL", url)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains(&format!("APP_DATABASE_URL: {rule}")),
+                "{text}"
+            );
+            assert!(!text.contains("pw-value"), "{text}");
+        }
+        for (key, bad) in [
+            ("APP_DATABASE_POOL_SIZE", "1001"),
+            ("APP_DATABASE_POOL_SIZE", "none"),
+            ("APP_DATABASE_CONNECT_TIMEOUT_MS", "0"),
+            ("APP_DATABASE_CONNECT_TIMEOUT_MS", "60001"),
+            ("APP_DATABASE_STATEMENT_TIMEOUT_MS", "600001"),
+        ] {
+            let text = Settings::from_vars([(key, bad)]).unwrap_err().to_string();
+            assert!(
+                text.contains(&format!("{key}: must be a whole number")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_database_url_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("database_url");
+        std::fs::write(&file, "postgres://app:pw-value@localhost/app\n").unwrap();
+        let s = Settings::from_vars([("APP_DATABASE_URL_FILE", file.to_str().unwrap())]).unwrap();
+        assert_eq!(s.database.kind, Kind::Postgres);
+        assert_eq!(
+            s.database.url.expose_secret(),
+            "postgres://app:pw-value@localhost/app"
+        );
     }
 
     #[test]

@@ -5,11 +5,20 @@ use palisade::core::client_ip::PeerAddr;
 use std::os::unix::fs::PermissionsExt;
 use tower::ServiceExt;
 
-async fn app(dir: &Path) -> (Router, AppState, SqlitePool) {
+/// The SQLite pool under `db` (these in-process tests run on the default
+/// database; the black-box tests run on both).
+fn sqlite(db: &Db) -> sqlx::SqlitePool {
+    match db.pool() {
+        db::Pool::Sqlite(pool) => pool.clone(),
+        db::Pool::Postgres(_) => panic!("the in-process tests run on SQLite"),
+    }
+}
+
+async fn app(dir: &Path) -> (Router, AppState, sqlx::SqlitePool) {
     let settings = Settings::from_vars([("APP_DATA_DIR", dir.display().to_string())]).unwrap();
     let db = open_database(&settings).await.unwrap();
     let state = AppState::new(&db, open_store(&settings).unwrap(), &settings).unwrap();
-    (router(&state, &settings).unwrap(), state, db)
+    (router(&state, &settings).unwrap(), state, sqlite(&db))
 }
 
 async fn get_json(app: Router, uri: &str) -> (u16, serde_json::Value) {
@@ -145,7 +154,7 @@ mod auth_flow {
         app: Router,
         clock: Arc<ManualClock>,
         state: AppState,
-        db: SqlitePool,
+        db: sqlx::SqlitePool,
         _dir: tempfile::TempDir,
     }
 
@@ -162,7 +171,7 @@ mod auth_flow {
             app: router(&state, &settings).unwrap(),
             clock,
             state,
-            db,
+            db: sqlite(&db),
             _dir: dir,
         }
     }
@@ -581,7 +590,7 @@ mod files_quota {
 
     struct Env {
         app: Router,
-        db: SqlitePool,
+        db: sqlx::SqlitePool,
         data: std::path::PathBuf,
         limits: Arc<ManualClock>,
         _dir: tempfile::TempDir,
@@ -608,7 +617,7 @@ mod files_quota {
         let state = AppState::with_clock(&db, store, &settings, tokens).unwrap();
         Env {
             app: router(&state, &settings).unwrap(),
-            db,
+            db: sqlite(&db),
             data,
             limits,
             _dir: dir,

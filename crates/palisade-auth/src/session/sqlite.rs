@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use sqlx::SqlitePool;
 
+use super::sql::int;
 use super::{NewToken, RefreshStore, Rotation};
 use crate::StorageError;
 
@@ -68,12 +69,7 @@ pub struct SqliteRefreshStore {
 }
 
 fn db(e: sqlx::Error) -> StorageError {
-    StorageError::new(e)
-}
-
-/// SQLite integers are signed: times past `i64::MAX` are clamped.
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    StorageError::from(e)
 }
 
 /// `family, user_id, expires_at, spent_at, revoked` of a presented token.
