@@ -129,6 +129,49 @@ pub enum Rotation {
     },
 }
 
+/// What a rotation does with the token it found: the one rule every
+/// [`RefreshStore`] of this crate applies inside its atomic operation, so the
+/// stores cannot drift apart on the grace window or on expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A revoked family or an expired token: refuse, change nothing.
+    Refuse,
+    /// Spent within the grace window: refuse, leave the family alone.
+    WithinGrace,
+    /// Spent before the grace window: revoke the family.
+    RevokeFamily,
+    /// Live: spend it and store the successor.
+    Rotate,
+}
+
+impl Step {
+    /// The step for a found token (times in seconds since the epoch; the
+    /// stores keep them as `u64` or SQL's `i64`, both widened losslessly).
+    pub(crate) fn of(
+        family_revoked: bool,
+        spent_at: Option<i128>,
+        expires_at: i128,
+        now: i128,
+        grace: Duration,
+    ) -> Self {
+        if family_revoked {
+            return Self::Refuse;
+        }
+        if let Some(spent) = spent_at {
+            return if now - spent <= i128::from(grace.as_secs()) {
+                Self::WithinGrace
+            } else {
+                Self::RevokeFamily
+            };
+        }
+        if expires_at <= now {
+            Self::Refuse
+        } else {
+            Self::Rotate
+        }
+    }
+}
+
 /// Where refresh tokens and families live. Implementations must make
 /// [`rotate`](RefreshStore::rotate) one atomic operation with the family's
 /// revocation checked inside it, and keep revocations persistent.
@@ -511,5 +554,28 @@ mod response {
         fn into_response(self) -> Response {
             Json(self.to_json()).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::Step;
+    use std::time::Duration;
+
+    #[test]
+    fn the_rotation_rule_at_its_edges() {
+        let grace = Duration::from_secs(10);
+        let of = |revoked, spent, expires, now| Step::of(revoked, spent, expires, now, grace);
+        // A revoked family refuses whatever the token's state.
+        assert_eq!(of(true, None, 200, 100), Step::Refuse);
+        assert_eq!(of(true, Some(95), 200, 100), Step::Refuse);
+        // Spent: within the grace window (its last second included), then reuse.
+        assert_eq!(of(false, Some(90), 200, 100), Step::WithinGrace);
+        assert_eq!(of(false, Some(89), 200, 100), Step::RevokeFamily);
+        // A spent token is judged by the grace window even once expired.
+        assert_eq!(of(false, Some(10), 50, 100), Step::RevokeFamily);
+        // Live until its expiry second, refused from it on.
+        assert_eq!(of(false, None, 101, 100), Step::Rotate);
+        assert_eq!(of(false, None, 100, 100), Step::Refuse);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{NewToken, RefreshStore, Rotation};
+use super::{NewToken, RefreshStore, Rotation, Step};
 use crate::StorageError;
 
 struct Token {
@@ -90,21 +90,24 @@ impl RefreshStore for MemoryRefreshStore {
             let Some(family) = s.families.get_mut(&token.family) else {
                 return Rotation::Refused;
             };
-            if family.revoked {
-                return Rotation::Refused;
-            }
-            if let Some(spent) = token.spent_at {
-                if now.saturating_sub(spent) <= grace.as_secs() {
-                    return Rotation::SpentWithinGrace;
+            let step = Step::of(
+                family.revoked,
+                token.spent_at.map(i128::from),
+                token.expires_at.into(),
+                now.into(),
+                grace,
+            );
+            match step {
+                Step::Refuse => return Rotation::Refused,
+                Step::WithinGrace => return Rotation::SpentWithinGrace,
+                Step::RevokeFamily => {
+                    family.revoked = true;
+                    return Rotation::Reused {
+                        user_id: family.user_id.clone(),
+                        family: token.family.clone(),
+                    };
                 }
-                family.revoked = true;
-                return Rotation::Reused {
-                    user_id: family.user_id.clone(),
-                    family: token.family.clone(),
-                };
-            }
-            if token.expires_at <= now {
-                return Rotation::Refused;
+                Step::Rotate => {}
             }
             token.spent_at = Some(now);
             let (user_id, family) = (family.user_id.clone(), token.family.clone());

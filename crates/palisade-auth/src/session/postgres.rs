@@ -43,7 +43,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use super::sql::int;
-use super::{NewToken, RefreshStore, Rotation};
+use super::{NewToken, RefreshStore, Rotation, Step};
 use crate::StorageError;
 
 /// The schema, applied by [`PostgresRefreshStore::migrate`].
@@ -167,22 +167,27 @@ impl RefreshStore for PostgresRefreshStore {
         let Some((family, user_id, expires_at, spent_at, revoked)) = row else {
             return Ok(Rotation::Refused);
         };
-        if revoked {
-            return Ok(Rotation::Refused);
-        }
-        if let Some(spent) = spent_at {
-            if now.saturating_sub(spent) <= int(grace.as_secs()) {
-                return Ok(Rotation::SpentWithinGrace);
-            }
-            sqlx::query("UPDATE palisade_refresh_families SET revoked = TRUE WHERE family = $1")
+        let step = Step::of(
+            revoked,
+            spent_at.map(i128::from),
+            expires_at.into(),
+            now.into(),
+            grace,
+        );
+        match step {
+            Step::Refuse => return Ok(Rotation::Refused),
+            Step::WithinGrace => return Ok(Rotation::SpentWithinGrace),
+            Step::RevokeFamily => {
+                sqlx::query(
+                    "UPDATE palisade_refresh_families SET revoked = TRUE WHERE family = $1",
+                )
                 .bind(&family)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
-            return Ok(Rotation::Reused { user_id, family });
-        }
-        if expires_at <= now {
-            return Ok(Rotation::Refused);
+                tx.commit().await?;
+                return Ok(Rotation::Reused { user_id, family });
+            }
+            Step::Rotate => {}
         }
         sqlx::query("UPDATE palisade_refresh_tokens SET spent_at = $1 WHERE hash = $2")
             .bind(now)

@@ -35,7 +35,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 
 use super::sql::int;
-use super::{NewToken, RefreshStore, Rotation};
+use super::{NewToken, RefreshStore, Rotation, Step};
 use crate::StorageError;
 
 /// The schema, applied by [`SqliteRefreshStore::migrate`].
@@ -156,23 +156,26 @@ impl RefreshStore for SqliteRefreshStore {
         let Some((family, user_id, expires_at, spent_at, revoked)) = row else {
             return Ok(Rotation::Refused);
         };
-        if revoked != 0 {
-            return Ok(Rotation::Refused);
-        }
-        if let Some(spent) = spent_at {
-            if now.saturating_sub(spent) <= int(grace.as_secs()) {
-                return Ok(Rotation::SpentWithinGrace);
+        let step = Step::of(
+            revoked != 0,
+            spent_at.map(i128::from),
+            expires_at.into(),
+            now.into(),
+            grace,
+        );
+        match step {
+            Step::Refuse => return Ok(Rotation::Refused),
+            Step::WithinGrace => return Ok(Rotation::SpentWithinGrace),
+            Step::RevokeFamily => {
+                sqlx::query("UPDATE palisade_refresh_families SET revoked = 1 WHERE family = ?")
+                    .bind(&family)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                return Ok(Rotation::Reused { user_id, family });
             }
-            sqlx::query("UPDATE palisade_refresh_families SET revoked = 1 WHERE family = ?")
-                .bind(&family)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            tx.commit().await.map_err(db)?;
-            return Ok(Rotation::Reused { user_id, family });
-        }
-        if expires_at <= now {
-            return Ok(Rotation::Refused);
+            Step::Rotate => {}
         }
         sqlx::query("UPDATE palisade_refresh_tokens SET spent_at = ? WHERE hash = ?")
             .bind(now)
