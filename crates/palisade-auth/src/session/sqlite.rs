@@ -68,10 +68,6 @@ pub struct SqliteRefreshStore {
     pool: SqlitePool,
 }
 
-fn db(e: sqlx::Error) -> StorageError {
-    StorageError::from(e)
-}
-
 /// `family, user_id, expires_at, spent_at, revoked` of a presented token.
 type Row = (String, String, i64, Option<i64>, i64);
 
@@ -88,7 +84,7 @@ impl SqliteRefreshStore {
             .execute(&self.pool)
             .await
             .map(drop)
-            .map_err(db)
+            .map_err(StorageError::from)
     }
 }
 
@@ -109,7 +105,7 @@ async fn insert_token(
     .execute(&mut **tx)
     .await
     .map(drop)
-    .map_err(db)
+    .map_err(StorageError::from)
 }
 
 impl RefreshStore for SqliteRefreshStore {
@@ -119,7 +115,7 @@ impl RefreshStore for SqliteRefreshStore {
         user_id: &str,
         first: NewToken,
     ) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO palisade_refresh_families (family, user_id, created_at) VALUES (?, ?, ?)",
         )
@@ -127,10 +123,9 @@ impl RefreshStore for SqliteRefreshStore {
         .bind(user_id)
         .bind(int(first.issued_at))
         .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        .await?;
         insert_token(&mut tx, family, first).await?;
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(StorageError::from)
     }
 
     async fn rotate(
@@ -142,7 +137,7 @@ impl RefreshStore for SqliteRefreshStore {
         let now = int(successor.issued_at);
         // IMMEDIATE: the write lock is taken before the read, so what is read
         // cannot change before the writes below.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row: Option<Row> = sqlx::query_as(
             "SELECT t.family, f.user_id, t.expires_at, t.spent_at, f.revoked \
              FROM palisade_refresh_tokens t \
@@ -151,8 +146,7 @@ impl RefreshStore for SqliteRefreshStore {
         )
         .bind(presented.as_slice())
         .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+        .await?;
         let Some((family, user_id, expires_at, spent_at, revoked)) = row else {
             return Ok(Rotation::Refused);
         };
@@ -170,9 +164,8 @@ impl RefreshStore for SqliteRefreshStore {
                 sqlx::query("UPDATE palisade_refresh_families SET revoked = 1 WHERE family = ?")
                     .bind(&family)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                tx.commit().await.map_err(db)?;
+                    .await?;
+                tx.commit().await?;
                 return Ok(Rotation::Reused { user_id, family });
             }
             Step::Rotate => {}
@@ -181,10 +174,9 @@ impl RefreshStore for SqliteRefreshStore {
             .bind(now)
             .bind(presented.as_slice())
             .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            .await?;
         insert_token(&mut tx, &family, successor).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         Ok(Rotation::Rotated { user_id, family })
     }
 
@@ -194,7 +186,7 @@ impl RefreshStore for SqliteRefreshStore {
             .execute(&self.pool)
             .await
             .map(drop)
-            .map_err(db)
+            .map_err(StorageError::from)
     }
 
     async fn revoke_user(
@@ -211,16 +203,15 @@ impl RefreshStore for SqliteRefreshStore {
         .bind(keep)
         .fetch_all(&self.pool)
         .await
-        .map_err(db)
+        .map_err(StorageError::from)
     }
 
     async fn prune(&self, now: u64) -> Result<u64, StorageError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let deleted = sqlx::query("DELETE FROM palisade_refresh_tokens WHERE expires_at <= ?")
             .bind(int(now))
             .execute(&mut *tx)
-            .await
-            .map_err(db)?
+            .await?
             .rows_affected();
         sqlx::query(
             "DELETE FROM palisade_refresh_families WHERE NOT EXISTS \
@@ -228,9 +219,8 @@ impl RefreshStore for SqliteRefreshStore {
               WHERE t.family = palisade_refresh_families.family)",
         )
         .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        .await?;
+        tx.commit().await?;
         Ok(deleted)
     }
 }
