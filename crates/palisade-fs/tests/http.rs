@@ -17,7 +17,6 @@ use axum::routing::get;
 use common::Farm;
 use http::{Request, StatusCode, Uri};
 use palisade_fs::{PathRules, SafeRoot, UploadPolicy, serve};
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tower::ServiceExt;
 
 #[derive(Clone)]
@@ -74,22 +73,6 @@ async fn delete_file(State(files): State<Files>, uri: Uri) -> Response {
     }
 }
 
-/// Characters that cannot appear raw in a request target; `%` is kept so the
-/// payload's own escapes reach the handler as they are.
-const NOT_IN_URI: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'<')
-    .add(b'>')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}')
-    .add(b'#')
-    .add(b'?');
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_through_http_never_escapes_nor_fails_with_5xx() {
     let farm = Farm::new();
@@ -103,7 +86,7 @@ async fn corpus_through_http_never_escapes_nor_fails_with_5xx() {
             )
             .with_state(Files { root });
         for line in palisade_testkit::corpus::traversal() {
-            let target = format!("/files/{}", utf8_percent_encode(line, NOT_IN_URI));
+            let target = format!("/files/{}", palisade_testkit::corpus::request_path(line));
             let Ok(uri) = target.parse::<Uri>() else {
                 continue;
             };

@@ -6,6 +6,8 @@
 //!   double percent-encodings, overlong UTF-8, backslashes, drive and UNC
 //!   paths, NUL bytes, reserved device names, unicode look-alikes, and a
 //!   block of benign names at the end ([`TRAVERSAL_BENIGN`]);
+//! - [`request_path`]: a payload made fit for a request line, its own
+//!   escapes kept;
 //! - [`invalid_request_ids`]: `X-Request-Id` values a service must not echo;
 //! - `jwt` (feature `audit`): forgeries of a valid token.
 //!
@@ -19,6 +21,8 @@
 //! assert!(payloads.contains(&"..%252f..%252f..%252fetc%252fpasswd"));
 //! assert!(corpus::invalid_request_ids().iter().any(|id| id.len() > 128));
 //! ```
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 #[cfg(feature = "audit")]
 pub mod jwt;
@@ -50,6 +54,34 @@ pub fn traversal() -> impl Iterator<Item = &'static str> {
     TRAVERSAL_FILE
         .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
+}
+
+/// Characters that cannot appear raw in a request target; `%` is not among
+/// them, so a payload's own escapes reach the service as they are.
+const NOT_IN_URI: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}')
+    .add(b'#')
+    .add(b'?');
+
+/// `payload` as a path segment of a request target: the bytes a request line
+/// cannot carry raw are escaped, and the payload's own `%` escapes are kept,
+/// so the service decodes exactly what the corpus says.
+///
+/// ```
+/// use palisade_testkit::corpus::request_path;
+/// assert_eq!(request_path("..%2f etc/passwd?x"), "..%2f%20etc/passwd%3Fx");
+/// ```
+pub fn request_path(payload: &str) -> String {
+    utf8_percent_encode(payload, NOT_IN_URI).to_string()
 }
 
 /// `X-Request-Id` values that are not 1–128 characters of `[A-Za-z0-9._-]`:

@@ -10,7 +10,6 @@ use axum::body::Body;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt as _;
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::Value;
 
 use super::report::{CheckResult, Finding, Outcome};
@@ -80,22 +79,6 @@ fn now_unix() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
-
-/// Characters that cannot appear raw in a request target; `%` is kept so a
-/// payload's own escapes reach the service as they are.
-const NOT_IN_URI: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'<')
-    .add(b'>')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}')
-    .add(b'#')
-    .add(b'?');
 
 const SNIPPET: usize = 160;
 
@@ -1200,7 +1183,7 @@ impl<'a> Ctx<'a> {
         let file = |name: &str| format!("{files}/{name}");
         let sample = traversal_sample();
         for payload in &sample {
-            let target = file(&utf8_percent_encode(payload, NOT_IN_URI).to_string());
+            let target = file(&crate::corpus::request_path(payload));
             let req = self.req("GET", &target).header("authorization", bearer);
             let res = match self.send(&req).await {
                 Ok(r) => r,
