@@ -153,11 +153,18 @@ impl Backend {
             }
             let _ = eof_tx.send(());
         });
-        let addr = rx
-            .recv_timeout(PROCESS_TIMEOUT)
-            .expect("the backend printed its listening line")
-            .parse()
-            .expect("the listening line has an address");
+        let addr = match rx.recv_timeout(PROCESS_TIMEOUT) {
+            Ok(addr) => addr.parse().expect("the listening line has an address"),
+            Err(why) => {
+                let status = child.try_wait().ok().flatten();
+                // Its stdout reaches `logs` until the pipe closes.
+                let _ = eof.recv_timeout(LOG_TIMEOUT);
+                let logs = logs.lock().expect("log lock").join("\n");
+                panic!(
+                    "the backend printed no listening line ({why}; exit: {status:?}); its output:\n{logs}"
+                );
+            }
+        };
         Self {
             child,
             addr,
@@ -460,8 +467,8 @@ impl Shared {
         }
     }
 
-    /// Starts one more instance. Start them one after the other: each
-    /// migrates the shared database at start.
+    /// Starts one more instance. Instances may start together: each
+    /// migrates the shared database at start, taking turns.
     pub fn start(&self) -> Backend {
         Backend::start_with(&[
             ("APP_REDIS_URL", self.redis_url.as_str()),

@@ -11,9 +11,12 @@
 //!   quota reservations — SQLite's `BEGIN IMMEDIATE` (the database's write
 //!   lock) against PostgreSQL's `BEGIN` and a transaction-scoped advisory
 //!   lock on the user.
-//! - **Migrations** are embedded and applied at start. On PostgreSQL sqlx's
-//!   migrator holds an advisory lock while it runs, and the refresh-token
-//!   store's `migrate` another: two instances starting together take turns.
+//! - **Migrations** are embedded and applied at start, on a connection of
+//!   their own bounded by `APP_DATABASE_MIGRATION_TIMEOUT_MS` rather than by
+//!   the requests' statement timeout. On PostgreSQL sqlx's migrator holds an
+//!   advisory lock while it runs, and the refresh-token store's `migrate`
+//!   another: two instances starting together take turns, however long the
+//!   first one's migrations take within that bound.
 //! - **Fail fast**: a pool of `APP_DATABASE_POOL_SIZE` connections; a request
 //!   waits at most `APP_DATABASE_CONNECT_TIMEOUT_MS` for one, and a statement
 //!   runs at most `APP_DATABASE_STATEMENT_TIMEOUT_MS` (PostgreSQL's
@@ -47,6 +50,10 @@ pub const DEFAULT_POOL_SIZE: u32 = 10;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The default of `APP_DATABASE_STATEMENT_TIMEOUT_MS`.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default of `APP_DATABASE_MIGRATION_TIMEOUT_MS`: how long one
+/// migration statement, or the wait for another instance's migrations, may
+/// take at start.
+pub const DEFAULT_MIGRATION_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,9 @@ pub struct DatabaseSettings {
     pub connect_timeout: Duration,
     /// `APP_DATABASE_STATEMENT_TIMEOUT_MS`.
     pub statement_timeout: Duration,
+    /// `APP_DATABASE_MIGRATION_TIMEOUT_MS`: the statement and lock timeout
+    /// of the migrations at start (not of requests).
+    pub migration_timeout: Duration,
 }
 
 /// The query parameters of a PostgreSQL URL the service passes on; any other
@@ -200,6 +210,18 @@ macro_rules! on_db {
     }};
 }
 
+/// PostgreSQL sessions whose statements and lock waits end after `timeout`,
+/// and whose transactions a stuck client cannot leave open.
+fn pg_session(options: &PgConnectOptions, timeout: Duration) -> PgConnectOptions {
+    let timeout = timeout.as_millis().to_string();
+    options.clone().options([
+        ("statement_timeout", timeout.as_str()),
+        // A lock wait is a statement wait: the same bound.
+        ("lock_timeout", timeout.as_str()),
+        ("idle_in_transaction_session_timeout", "60000"),
+    ])
+}
+
 /// `call` unless it outlasts `deadline`: then `PoolTimedOut` (a database
 /// that answers nothing, such as a frozen server, cannot enforce its own
 /// statement timeout; this is the client's).
@@ -238,37 +260,51 @@ impl Db {
                 let options = SqliteConnectOptions::from_str(url)?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
-                    .foreign_keys(true)
-                    // SQLite's only wait is for the write lock.
-                    .busy_timeout(settings.statement_timeout);
+                    .foreign_keys(true);
+                // SQLite's only wait is for the write lock.
+                let migrations = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(settings.connect_timeout)
+                    .connect_with(options.clone().busy_timeout(settings.migration_timeout))
+                    .await?;
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&migrations)
+                    .await?;
+                SqliteRefreshStore::new(migrations.clone())
+                    .migrate()
+                    .await?;
+                migrations.close().await;
                 let pool = SqlitePoolOptions::new()
                     .max_connections(settings.pool_size)
                     .acquire_timeout(settings.connect_timeout)
-                    .connect_with(options)
+                    .connect_with(options.busy_timeout(settings.statement_timeout))
                     .await?;
-                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-                SqliteRefreshStore::new(pool.clone()).migrate().await?;
                 Pool::Sqlite(pool)
             }
             Kind::Postgres => {
-                let timeout = settings.statement_timeout.as_millis().to_string();
-                let options = PgConnectOptions::from_str(url)?
-                    .application_name("reference-backend")
-                    .options([
-                        ("statement_timeout", timeout.as_str()),
-                        // A lock wait is a statement wait: the same bound.
-                        ("lock_timeout", timeout.as_str()),
-                        // A transaction left open by a stuck client is cut.
-                        ("idle_in_transaction_session_timeout", "60000"),
-                    ]);
+                let options =
+                    PgConnectOptions::from_str(url)?.application_name("reference-backend");
+                // One connection, on the migration bound: an instance waits
+                // for the advisory locks while another migrates, and a
+                // migration may rewrite a large table.
+                let migrations = PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(settings.connect_timeout)
+                    .connect_with(pg_session(&options, settings.migration_timeout))
+                    .await?;
+                // sqlx's migrator holds pg_advisory_lock while it runs.
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&migrations)
+                    .await?;
+                PostgresRefreshStore::new(migrations.clone())
+                    .migrate()
+                    .await?;
+                migrations.close().await;
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.pool_size)
                     .acquire_timeout(settings.connect_timeout)
-                    .connect_with(options)
+                    .connect_with(pg_session(&options, settings.statement_timeout))
                     .await?;
-                // sqlx's migrator holds pg_advisory_lock while it runs.
-                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-                PostgresRefreshStore::new(pool.clone()).migrate().await?;
                 Pool::Postgres(pool)
             }
         };
@@ -474,6 +510,7 @@ mod tests {
             pool_size: 2,
             connect_timeout: Duration::from_millis(500),
             statement_timeout: Duration::from_secs(1),
+            migration_timeout: DEFAULT_MIGRATION_TIMEOUT,
         };
         let db = Db::open(&settings).await.unwrap();
         assert_eq!(db.deadline(), Duration::from_millis(1500));
@@ -496,6 +533,80 @@ mod tests {
         );
         let status = problem("a test", sqlx::Error::PoolTimedOut).status_code();
         assert_eq!(status.as_u16(), 503);
+        db.ping().await.unwrap();
+    }
+
+    /// An instance starting while another migrates (here: holds the
+    /// migrations' table) waits on the migration bound, not on the requests'
+    /// statement timeout, which would make it exit; its requests keep the
+    /// short one.
+    #[tokio::test]
+    async fn start_waits_for_another_instances_migrations_past_the_statement_timeout() {
+        use sqlx::Connection;
+        let server = tokio::task::spawn_blocking(PostgresServer::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let url = server.create_database("app").unwrap();
+        let settings = DatabaseSettings {
+            url: SecretString::from(url.clone()),
+            kind: Kind::Postgres,
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_millis(500),
+            migration_timeout: Duration::from_secs(30),
+        };
+        Db::open(&settings).await.unwrap().close().await;
+        let mut migrating = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("BEGIN; LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut migrating)
+            .await
+            .unwrap();
+        // The server's clock (seen from outside the transaction, whose view
+        // of pg_stat_activity is a snapshot): the second start has waited
+        // on the lock for four statement timeouts; then the first one's
+        // migrations end.
+        let mut observer = sqlx::PgConnection::connect(&url).await.unwrap();
+        let waited = "SELECT count(*) FROM pg_stat_activity \
+                      WHERE wait_event_type = 'Lock' \
+                      AND clock_timestamp() - query_start > interval '2 seconds'";
+        let first_finishes = async {
+            loop {
+                let count: i64 = sqlx::query_scalar(waited)
+                    .fetch_one(&mut observer)
+                    .await
+                    .unwrap();
+                if count == 1 {
+                    break;
+                }
+
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut migrating)
+                .await
+                .unwrap();
+        };
+        // Run in this task (sqlx's migrator future is not `Send` for every
+        // lifetime); an early error ends the join, failing below.
+        let (started, ()) = tokio::join!(
+            async {
+                let started = Db::open(&settings).await;
+                assert!(started.is_ok(), "{:?}", started.as_ref().err());
+                started
+            },
+            first_finishes
+        );
+        let db = started.unwrap();
+        // Requests keep the statement timeout.
+        let slow = on_db!(&db, |pool| sqlx::query("SELECT pg_sleep(2)")
+            .execute(pool)
+            .await
+            .map(drop));
+        assert!(
+            matches!(slow, Err(sqlx::Error::Database(_))),
+            "a 2 s statement against a 0.5 s timeout: {slow:?}"
+        );
         db.ping().await.unwrap();
     }
 

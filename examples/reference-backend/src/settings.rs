@@ -31,6 +31,7 @@ struct Raw {
     database_pool_size: Count,
     database_connect_timeout_ms: Count,
     database_statement_timeout_ms: Count,
+    database_migration_timeout_ms: Count,
     #[validate(url(message = "must be a redis://, rediss:// or redis+unix:// URL"))]
     redis_url: Option<String>,
     #[serde(deserialize_with = "list")]
@@ -58,6 +59,7 @@ impl Default for Raw {
             database_pool_size: Count::Whole(u64::from(db::DEFAULT_POOL_SIZE)),
             database_connect_timeout_ms: Count::Whole(millis(db::DEFAULT_CONNECT_TIMEOUT)),
             database_statement_timeout_ms: Count::Whole(millis(db::DEFAULT_STATEMENT_TIMEOUT)),
+            database_migration_timeout_ms: Count::Whole(millis(db::DEFAULT_MIGRATION_TIMEOUT)),
             redis_url: None,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
@@ -367,6 +369,8 @@ fn bounded(value: Count, key: &str, max: u64, loader: &Loader, report: &mut Repo
 
 /// The longest statement timeout accepted: 10 minutes.
 const MAX_STATEMENT_TIMEOUT_MS: u64 = 600_000;
+/// The longest migration timeout accepted: 1 hour.
+const MAX_MIGRATION_TIMEOUT_MS: u64 = 3_600_000;
 /// The longest connect timeout accepted: 1 minute.
 const MAX_CONNECT_TIMEOUT_MS: u64 = 60_000;
 /// The largest pool accepted.
@@ -424,12 +428,20 @@ fn database(
         loader,
         report,
     );
+    let migration = bounded(
+        raw.database_migration_timeout_ms,
+        "database_migration_timeout_ms",
+        MAX_MIGRATION_TIMEOUT_MS,
+        loader,
+        report,
+    );
     DatabaseSettings {
         url,
         kind,
         pool_size: u32::try_from(pool_size).unwrap_or(1),
         connect_timeout: Duration::from_millis(connect),
         statement_timeout: Duration::from_millis(statement),
+        migration_timeout: Duration::from_millis(migration),
     }
 }
 
@@ -486,6 +498,7 @@ mod tests {
         assert_eq!(s.database.pool_size, db::DEFAULT_POOL_SIZE);
         assert_eq!(s.database.connect_timeout, db::DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(s.database.statement_timeout, db::DEFAULT_STATEMENT_TIMEOUT);
+        assert_eq!(s.database.migration_timeout, db::DEFAULT_MIGRATION_TIMEOUT);
         assert!(s.cors_origins.is_empty() && s.trusted_proxies.is_empty());
         // The generated key is announced.
         assert_eq!(s.warnings.warnings()[0].setting, "APP_JWT_SECRET");
@@ -685,6 +698,7 @@ mod tests {
             ("APP_DATABASE_POOL_SIZE", "32"),
             ("APP_DATABASE_CONNECT_TIMEOUT_MS", "1500"),
             ("APP_DATABASE_STATEMENT_TIMEOUT_MS", "2500"),
+            ("APP_DATABASE_MIGRATION_TIMEOUT_MS", "900000"),
         ])
         .unwrap();
         assert_eq!(s.database.kind, Kind::Postgres);
@@ -692,6 +706,7 @@ mod tests {
         assert_eq!(s.database.pool_size, 32);
         assert_eq!(s.database.connect_timeout, Duration::from_millis(1500));
         assert_eq!(s.database.statement_timeout, Duration::from_millis(2500));
+        assert_eq!(s.database.migration_timeout, Duration::from_secs(900));
         assert!(s.warnings.warnings().is_empty(), "{:?}", s.warnings);
         assert!(!format!("{s:?}").contains("pw-value"));
         // `postgresql://` and a unix socket.
@@ -770,6 +785,8 @@ mod tests {
             ("APP_DATABASE_CONNECT_TIMEOUT_MS", "0"),
             ("APP_DATABASE_CONNECT_TIMEOUT_MS", "60001"),
             ("APP_DATABASE_STATEMENT_TIMEOUT_MS", "600001"),
+            ("APP_DATABASE_MIGRATION_TIMEOUT_MS", "0"),
+            ("APP_DATABASE_MIGRATION_TIMEOUT_MS", "3600001"),
         ] {
             let text = Settings::from_vars([(key, bad)]).unwrap_err().to_string();
             assert!(
