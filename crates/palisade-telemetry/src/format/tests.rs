@@ -181,9 +181,12 @@ proptest::proptest! {
         proptest::prop_assert_eq!(line["i"].as_i64(), Some(i));
         proptest::prop_assert_eq!(line["ms"].as_f64(), Some(ms));
         if f.is_finite() {
-            // serde_json's default parser rounds very long numbers slightly.
+            // serde_json's default parser rounds very long numbers by a few
+            // units in the last place; for subnormals that unit is
+            // MIN_POSITIVE's, not f's (f × 1e-15 underflows to zero there).
             let back = line["f"].as_f64().unwrap();
-            proptest::prop_assert!((back - f).abs() <= f.abs() * 1e-15, "{back} vs {f}");
+            let ulps = f.abs().max(f64::MIN_POSITIVE) * 1e-15;
+            proptest::prop_assert!((back - f).abs() <= ulps, "{back} vs {f}");
         } else {
             proptest::prop_assert!(line["f"].is_string());
         }
@@ -207,5 +210,20 @@ fn a_field_that_logs_while_it_is_formatted_does_not_break_the_line() {
     // delivers it, it must be a line of its own.
     for line in &lines {
         assert!(line["message"] == "outer" || line["message"] == "from inside a field");
+    }
+}
+
+#[test]
+fn subnormal_floats_are_written_as_numbers_that_read_back() {
+    for f in [
+        f64::from_bits(1),
+        1.5e-310,
+        -2.225_073_858_507_201e-308,
+        1e-320,
+    ] {
+        let ((), buf) = capture(|| tracing::info!(f, "n"));
+        let back = buf.json_lines().unwrap()[0]["f"].as_f64().unwrap();
+        let ulps = f64::MIN_POSITIVE * 1e-15;
+        assert!((back - f).abs() <= ulps, "{back} vs {f}");
     }
 }
