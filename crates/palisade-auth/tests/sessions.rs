@@ -11,7 +11,8 @@ use palisade_auth::jwt::{Jwt, JwtConfig, Revocations};
 use palisade_auth::session::postgres::PostgresRefreshStore;
 use palisade_auth::session::sqlite::SqliteRefreshStore;
 use palisade_auth::session::{
-    MemoryRefreshStore, REUSE_GRACE, RefreshStore, SessionError, Sessions, TokenPair,
+    MemoryRefreshStore, NewToken, REUSE_GRACE, RefreshStore, Rotation, SessionError, Sessions,
+    TokenPair,
 };
 use palisade_config::keys::{HmacAlgorithm, HmacKey, KeyRing};
 use palisade_core::ManualClock;
@@ -529,4 +530,81 @@ async fn a_database_outage_is_503_not_500_and_sessions_survive_it() {
     // The pool reconnects; what was committed before the outage is there.
     let next = env.sessions.refresh(pair.refresh_token()).await.unwrap();
     assert!(refreshes(&env.sessions, next.refresh_token()).await);
+}
+
+/// PostgreSQL's deadlocks counter for the current database (its statistics
+/// reach the view within a second or so: polled).
+async fn deadlocks(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// A rotation that PostgreSQL aborts to break a deadlock (here against a
+/// transaction that holds the family row, then asks for the token row the
+/// rotation holds) runs again and rotates, instead of failing the refresh
+/// with a 500. Pruning, which deletes tokens then families, can close the
+/// same cycle.
+#[tokio::test]
+async fn a_rotation_aborted_to_break_a_deadlock_runs_again_postgres() {
+    use sqlx::Connection;
+    let server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = server.url("postgres");
+    let store = PostgresRefreshStore::new(sqlx::PgPool::connect(&url).await.unwrap());
+    store.migrate().await.unwrap();
+    let first = NewToken {
+        hash: [1; 32],
+        issued_at: 100,
+        expires_at: 1_000,
+    };
+    store.create("f", "u", first).await.unwrap();
+    let mut observer = sqlx::PgConnection::connect(&url).await.unwrap();
+    let before = deadlocks(&mut observer).await;
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM palisade_refresh_families WHERE family = 'f' FOR UPDATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let next = NewToken {
+        hash: [2; 32],
+        issued_at: 200,
+        expires_at: 1_100,
+    };
+    let rotation = store.rotate([1; 32], next, Duration::from_secs(10));
+    let cycle = async {
+        // Once the rotation holds the token row and waits for the family...
+        while sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut observer)
+        .await
+        .unwrap()
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ...ask for the token row: PostgreSQL aborts one of the two.
+        let asked = sqlx::query("SELECT 1 FROM palisade_refresh_tokens WHERE hash = $1 FOR UPDATE")
+            .bind([1u8; 32].as_slice())
+            .execute(&mut other)
+            .await;
+        sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+        asked
+    };
+    let (rotated, asked) = tokio::join!(rotation, cycle);
+    asked.unwrap();
+    assert!(
+        matches!(rotated, Ok(Rotation::Rotated { .. })),
+        "{rotated:?}"
+    );
+    // The cycle did close (or the test proves nothing).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while deadlocks(&mut observer).await == before {
+        assert!(std::time::Instant::now() < deadline, "no deadlock happened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -12,6 +12,9 @@
 //! the same token, or a revocation of the family, waits for it and then sees
 //! what it wrote (READ COMMITTED re-reads a locked row once it is released),
 //! so a token is spent once and a revoked family never gains a live token.
+//! An operation PostgreSQL aborts to break a deadlock (a rotation against
+//! pruning, two logout-alls of one user) runs again, up to three times: it
+//! was rolled back whole.
 //!
 //! # Example
 //!
@@ -108,7 +111,7 @@ async fn insert_token(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     family: &str,
     token: NewToken,
-) -> Result<(), StorageError> {
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO palisade_refresh_tokens (hash, family, issued_at, expires_at) \
          VALUES ($1, $2, $3, $4)",
@@ -122,13 +125,11 @@ async fn insert_token(
     Ok(())
 }
 
-impl RefreshStore for PostgresRefreshStore {
-    async fn create(
-        &self,
-        family: &str,
-        user_id: &str,
-        first: NewToken,
-    ) -> Result<(), StorageError> {
+/// One attempt of each operation: a transaction (or a single statement)
+/// that commits all of its effect or none; [`RefreshStore`]'s methods run
+/// them through [`again_after_deadlock`].
+impl PostgresRefreshStore {
+    async fn create_once(&self, family: &str, user_id: &str, first: NewToken) -> sqlx::Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO palisade_refresh_families (family, user_id, created_at) \
@@ -140,15 +141,15 @@ impl RefreshStore for PostgresRefreshStore {
         .execute(&mut *tx)
         .await?;
         insert_token(&mut tx, family, first).await?;
-        Ok(tx.commit().await?)
+        tx.commit().await
     }
 
-    async fn rotate(
+    async fn rotate_once(
         &self,
         presented: [u8; 32],
         successor: NewToken,
         grace: Duration,
-    ) -> Result<Rotation, StorageError> {
+    ) -> sqlx::Result<Rotation> {
         let now = int(successor.issued_at);
         let mut tx = self.pool.begin().await?;
         // Both rows locked: a concurrent rotation of this token or a
@@ -199,7 +200,7 @@ impl RefreshStore for PostgresRefreshStore {
         Ok(Rotation::Rotated { user_id, family })
     }
 
-    async fn revoke_family(&self, family: &str) -> Result<(), StorageError> {
+    async fn revoke_family_once(&self, family: &str) -> sqlx::Result<()> {
         sqlx::query("UPDATE palisade_refresh_families SET revoked = TRUE WHERE family = $1")
             .bind(family)
             .execute(&self.pool)
@@ -207,12 +208,12 @@ impl RefreshStore for PostgresRefreshStore {
         Ok(())
     }
 
-    async fn revoke_user(
+    async fn revoke_user_once(
         &self,
         user_id: &str,
         keep: Option<&str>,
-    ) -> Result<Vec<String>, StorageError> {
-        Ok(sqlx::query_scalar(
+    ) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
             "UPDATE palisade_refresh_families SET revoked = TRUE \
              WHERE user_id = $1 AND NOT revoked AND family IS DISTINCT FROM $2 \
              RETURNING family",
@@ -220,10 +221,10 @@ impl RefreshStore for PostgresRefreshStore {
         .bind(user_id)
         .bind(keep)
         .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
-    async fn prune(&self, now: u64) -> Result<u64, StorageError> {
+    async fn prune_once(&self, now: u64) -> sqlx::Result<u64> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM palisade_refresh_tokens WHERE expires_at <= $1")
             .bind(int(now))
@@ -239,4 +240,68 @@ impl RefreshStore for PostgresRefreshStore {
         tx.commit().await?;
         Ok(deleted)
     }
+}
+
+impl RefreshStore for PostgresRefreshStore {
+    async fn create(
+        &self,
+        family: &str,
+        user_id: &str,
+        first: NewToken,
+    ) -> Result<(), StorageError> {
+        again_after_deadlock(|| self.create_once(family, user_id, first)).await
+    }
+
+    async fn rotate(
+        &self,
+        presented: [u8; 32],
+        successor: NewToken,
+        grace: Duration,
+    ) -> Result<Rotation, StorageError> {
+        again_after_deadlock(|| self.rotate_once(presented, successor, grace)).await
+    }
+
+    async fn revoke_family(&self, family: &str) -> Result<(), StorageError> {
+        again_after_deadlock(|| self.revoke_family_once(family)).await
+    }
+
+    async fn revoke_user(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<Vec<String>, StorageError> {
+        again_after_deadlock(|| self.revoke_user_once(user_id, keep)).await
+    }
+
+    async fn prune(&self, now: u64) -> Result<u64, StorageError> {
+        again_after_deadlock(|| self.prune_once(now)).await
+    }
+}
+
+/// How many times an operation runs when PostgreSQL keeps aborting it to
+/// break deadlocks.
+const ATTEMPTS: u32 = 3;
+
+/// `attempt` again when PostgreSQL aborted it to break a deadlock (`40P01`)
+/// or a serialization conflict (`40001`): it was rolled back whole, so
+/// running it again is running it once. Rotations lock a token and then its
+/// family, pruning deletes tokens and then families, and a logout-all
+/// updates several families: under load such cycles happen, and without
+/// this the refresh or logout that PostgreSQL picks answers 500.
+async fn again_after_deadlock<T, F>(mut attempt: impl FnMut() -> F) -> Result<T, StorageError>
+where
+    F: Future<Output = sqlx::Result<T>>,
+{
+    let mut attempts = 1;
+    loop {
+        match attempt().await {
+            Err(e) if attempts < ATTEMPTS && aborted_to_break_a_cycle(&e) => attempts += 1,
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// `40P01` deadlock detected, `40001` serialization failure.
+fn aborted_to_break_a_cycle(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40P01" || c == "40001"))
 }
