@@ -31,7 +31,6 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::StoreError;
@@ -78,17 +77,10 @@ struct ErrorLabels {
     kind: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TransitionLabels {
-    to: &'static str,
-}
-
 #[derive(Debug, Default, Clone)]
 struct StoreMetrics {
     degraded: Family<PolicyLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
-    transitions: Family<TransitionLabels, Counter>,
-    open: Gauge,
 }
 
 #[cfg(feature = "redis")]
@@ -136,29 +128,23 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let backend = RedisBackend::new(url, setting, options)?;
         let metrics = StoreMetrics::default();
-        let (open, transitions) = (metrics.open.clone(), metrics.transitions.clone());
-        let config = options.breaker.clone().on_state_change(move |change| {
-            let to = match change.to {
-                State::Open => {
-                    open.set(1);
-                    tracing::warn!(
-                        target: "palisade::store",
-                        "store unreachable; circuit opened, calls follow their fail policy"
-                    );
-                    "open"
-                }
-                State::Closed => {
-                    open.set(0);
-                    tracing::info!(
-                        target: "palisade::store",
-                        "store reachable again; circuit closed, decisions shared again"
-                    );
-                    "closed"
-                }
-                State::HalfOpen => return,
-            };
-            transitions.get_or_create(&TransitionLabels { to }).inc();
-        });
+        // The breaker exports its own state and transitions
+        // (`palisade_breaker_*{breaker="store"}`); these lines say what
+        // they mean for decisions.
+        let config = options
+            .breaker
+            .clone()
+            .on_state_change(|change| match change.to {
+                State::Open => tracing::warn!(
+                    target: "palisade::store",
+                    "store unreachable; circuit opened, calls follow their fail policy"
+                ),
+                State::Closed => tracing::info!(
+                    target: "palisade::store",
+                    "store reachable again; circuit closed, decisions shared again"
+                ),
+                State::HalfOpen => {}
+            });
         let breaker = CircuitBreaker::new("store", config, local.clock());
         Ok(Self(Arc::new(Inner {
             local,
@@ -307,10 +293,10 @@ impl Store {
         Ok(())
     }
 
-    /// Registers the store's metrics: degraded decisions by fail policy,
-    /// errors by kind, breaker transitions and whether it is open; with
-    /// Redis, also the breaker's own (`palisade_breaker_*{breaker="store"}`:
-    /// calls by outcome, short-circuits).
+    /// Registers the store's metrics: degraded decisions by fail policy and
+    /// errors by kind; with Redis, also its breaker's
+    /// (`palisade_breaker_*{breaker="store"}`: state, transitions, calls by
+    /// outcome and short-circuits).
     pub fn register_metrics(&self, registry: &mut Registry) {
         #[cfg(feature = "redis")]
         if let Some(remote) = &self.0.remote {
@@ -326,16 +312,6 @@ impl Store {
             "palisade_store_errors",
             "Remote store calls that failed, by kind",
             m.errors.clone(),
-        );
-        registry.register(
-            "palisade_store_breaker_transitions",
-            "Circuit breaker state changes",
-            m.transitions.clone(),
-        );
-        registry.register(
-            "palisade_store_breaker_open",
-            "1 while the circuit breaker is open",
-            m.open.clone(),
         );
     }
 

@@ -419,6 +419,20 @@ async fn fail_policies_while_redis_is_down_and_recovery_after() {
         "{err}"
     );
     assert!(store.check().await.is_err());
+    // The breaker's state is exported once, under the breakers' names.
+    let mut registry = prometheus_client::registry::Registry::default();
+    store.register_metrics(&mut registry);
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &registry).unwrap();
+    assert!(
+        metrics.contains("palisade_breaker_state{breaker=\"store\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("palisade_breaker_transitions_total{breaker=\"store\",to=\"open\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("palisade_store_breaker"), "{metrics}");
 
     let open = store.gcra("rl", &req, FailPolicy::FailOpen).await.unwrap();
     assert!(open.allowed());
