@@ -608,3 +608,35 @@ async fn a_rotation_aborted_to_break_a_deadlock_runs_again_postgres() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An instance starting while another one prunes: migrating a schema that
+/// is already there takes no table lock. (`CREATE INDEX IF NOT EXISTS`
+/// takes a SHARE lock on its table even when the index exists: behind a
+/// pruning transaction it waited, and when that transaction went on to the
+/// families the two deadlocked and the starting instance exited.)
+#[tokio::test]
+async fn migrating_an_existing_schema_while_pruning_takes_no_lock_postgres() {
+    use sqlx::Connection;
+    let server = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = server.url("postgres");
+    let store = PostgresRefreshStore::new(sqlx::PgPool::connect(&url).await.unwrap());
+    store.migrate().await.unwrap();
+    let mut pruning = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; DELETE FROM palisade_refresh_tokens WHERE expires_at <= 0")
+        .execute(&mut pruning)
+        .await
+        .unwrap();
+    // Bounds a hang (the failure), not a window.
+    let started = tokio::time::timeout(Duration::from_secs(10), store.migrate()).await;
+    assert!(matches!(started, Ok(Ok(()))), "{started:?}");
+    sqlx::raw_sql(
+        "DELETE FROM palisade_refresh_families f WHERE NOT EXISTS \
+         (SELECT 1 FROM palisade_refresh_tokens t WHERE t.family = f.family); COMMIT",
+    )
+    .execute(&mut pruning)
+    .await
+    .unwrap();
+}

@@ -73,6 +73,15 @@ CREATE INDEX IF NOT EXISTS palisade_refresh_tokens_expiry
     ON palisade_refresh_tokens (expires_at);
 ";
 
+/// The tables and indexes [`SCHEMA`] creates.
+const SCHEMA_OBJECTS: [&str; 5] = [
+    "palisade_refresh_families",
+    "palisade_refresh_families_user",
+    "palisade_refresh_tokens",
+    "palisade_refresh_tokens_family",
+    "palisade_refresh_tokens_expiry",
+];
+
 /// The advisory lock [`PostgresRefreshStore::migrate`] holds: `CREATE …
 /// IF NOT EXISTS` is not safe against itself in two sessions at once.
 const MIGRATE_LOCK: i64 = 0x7061_6c69_7361_6465; // "palisade"
@@ -94,15 +103,40 @@ impl PostgresRefreshStore {
     }
 
     /// Creates the tables and indexes when they do not exist yet; several
-    /// instances may call it at once.
+    /// instances may call it at once, and while others use the tables.
+    ///
+    /// A schema that is all there is left alone without a lock: `CREATE
+    /// INDEX IF NOT EXISTS` takes a SHARE lock on its table even when the
+    /// index exists, so an instance starting behind a pruning transaction
+    /// would wait for it, block every rotation queued behind it, and could
+    /// deadlock with it.
     pub async fn migrate(&self) -> Result<(), StorageError> {
+        again_after_deadlock(|| self.migrate_once()).await
+    }
+
+    async fn migrate_once(&self) -> sqlx::Result<()> {
+        if self.schema_present().await? {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(MIGRATE_LOCK)
             .execute(&mut *tx)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
-        Ok(tx.commit().await?)
+        tx.commit().await
+    }
+
+    /// Whether every table and index of [`SCHEMA`] exists (a catalog read,
+    /// no lock on the tables).
+    async fn schema_present(&self) -> sqlx::Result<bool> {
+        let present: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM unnest($1::text[]) AS name WHERE to_regclass(name) IS NOT NULL",
+        )
+        .bind(SCHEMA_OBJECTS.as_slice())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(usize::try_from(present).is_ok_and(|n| n == SCHEMA_OBJECTS.len()))
     }
 }
 
@@ -304,4 +338,22 @@ where
 /// `40P01` deadlock detected, `40001` serialization failure.
 fn aborted_to_break_a_cycle(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40P01" || c == "40001"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The objects `migrate` looks for are exactly those the schema creates
+    /// (a new index missing from the list would never be created on a
+    /// database that has the others).
+    #[test]
+    fn the_schema_objects_are_those_the_schema_creates() {
+        let created: Vec<&str> = SCHEMA
+            .split("IF NOT EXISTS")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        assert_eq!(created, SCHEMA_OBJECTS);
+    }
 }
