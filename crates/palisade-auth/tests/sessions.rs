@@ -18,6 +18,7 @@ use palisade_config::keys::{HmacAlgorithm, HmacKey, KeyRing};
 use palisade_core::ManualClock;
 use palisade_store::{MemoryStore, RedisOptions, Store};
 use palisade_testkit::postgres::PostgresServer;
+use sqlx::Connection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
@@ -541,14 +542,9 @@ async fn deadlocks(conn: &mut sqlx::PgConnection) -> i64 {
         .unwrap()
 }
 
-/// A rotation that PostgreSQL aborts to break a deadlock (here against a
-/// transaction that holds the family row, then asks for the token row the
-/// rotation holds) runs again and rotates, instead of failing the refresh
-/// with a 500. Pruning, which deletes tokens then families, can close the
-/// same cycle.
-#[tokio::test]
-async fn a_rotation_aborted_to_break_a_deadlock_runs_again_postgres() {
-    use sqlx::Connection;
+/// A migrated store straight on a pool of its own (no sessions around it),
+/// the URL for more connections, and the server it lives on.
+async fn bare_postgres() -> (PostgresServer, String, PostgresRefreshStore) {
     let server = tokio::task::spawn_blocking(PostgresServer::start)
         .await
         .unwrap()
@@ -556,6 +552,17 @@ async fn a_rotation_aborted_to_break_a_deadlock_runs_again_postgres() {
     let url = server.url("postgres");
     let store = PostgresRefreshStore::new(sqlx::PgPool::connect(&url).await.unwrap());
     store.migrate().await.unwrap();
+    (server, url, store)
+}
+
+/// A rotation that PostgreSQL aborts to break a deadlock (here against a
+/// transaction that holds the family row, then asks for the token row the
+/// rotation holds) runs again and rotates, instead of failing the refresh
+/// with a 500. Pruning, which deletes tokens then families, can close the
+/// same cycle.
+#[tokio::test]
+async fn a_rotation_aborted_to_break_a_deadlock_runs_again_postgres() {
+    let (_server, url, store) = bare_postgres().await;
     let first = NewToken {
         hash: [1; 32],
         issued_at: 100,
@@ -616,14 +623,7 @@ async fn a_rotation_aborted_to_break_a_deadlock_runs_again_postgres() {
 /// families the two deadlocked and the starting instance exited.)
 #[tokio::test]
 async fn migrating_an_existing_schema_while_pruning_takes_no_lock_postgres() {
-    use sqlx::Connection;
-    let server = tokio::task::spawn_blocking(PostgresServer::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let url = server.url("postgres");
-    let store = PostgresRefreshStore::new(sqlx::PgPool::connect(&url).await.unwrap());
-    store.migrate().await.unwrap();
+    let (_server, url, store) = bare_postgres().await;
     let mut pruning = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql("BEGIN; DELETE FROM palisade_refresh_tokens WHERE expires_at <= 0")
         .execute(&mut pruning)
