@@ -4,6 +4,7 @@
 //! logout and replay, ending sessions, pruning, a revocation store outage.
 //! Time is a `ManualClock`; PostgreSQL is a throwaway cluster.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -543,14 +544,20 @@ async fn deadlocks(conn: &mut sqlx::PgConnection) -> i64 {
 }
 
 /// A migrated store straight on a pool of its own (no sessions around it),
-/// the URL for more connections, and the server it lives on.
+/// the URL for more connections, and the server it lives on. The store's
+/// sessions look for deadlocks after 3 s of waiting (PostgreSQL: 1 s), so
+/// a test can close a cycle on a loaded machine before the check runs.
 async fn bare_postgres() -> (PostgresServer, String, PostgresRefreshStore) {
     let server = tokio::task::spawn_blocking(PostgresServer::start)
         .await
         .unwrap()
         .unwrap();
     let url = server.url("postgres");
-    let store = PostgresRefreshStore::new(sqlx::PgPool::connect(&url).await.unwrap());
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url)
+        .unwrap()
+        .options([("deadlock_timeout", "3s")]);
+    let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+    let store = PostgresRefreshStore::new(pool);
     store.migrate().await.unwrap();
     (server, url, store)
 }
@@ -572,10 +579,15 @@ async fn a_rotation_aborted_to_break_a_deadlock_runs_again_postgres() {
     let mut observer = sqlx::PgConnection::connect(&url).await.unwrap();
     let before = deadlocks(&mut observer).await;
     let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql("BEGIN; SELECT 1 FROM palisade_refresh_families WHERE family = 'f' FOR UPDATE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    // This side never looks for the deadlock first: the rotation, waiting
+    // since before the cycle closed, finds it and is the one aborted.
+    sqlx::raw_sql(
+        "SET deadlock_timeout = '60s'; \
+         BEGIN; SELECT 1 FROM palisade_refresh_families WHERE family = 'f' FOR UPDATE",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
     let next = NewToken {
         hash: [2; 32],
         issued_at: 200,
