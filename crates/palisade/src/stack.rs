@@ -86,6 +86,7 @@ pub struct SecureStack<A = Identity, R = Identity> {
     headers: SecurityHeaders,
     cors: Cors,
     trusted_origins: Vec<String>,
+    plain_http: bool,
     client_ip: ClientIpResolver,
     timeout: Timeout,
     body_limit: u64,
@@ -101,6 +102,7 @@ impl SecureStack {
             headers: SecurityHeaders::api(),
             cors: Cors::new(),
             trusted_origins: Vec::new(),
+            plain_http: false,
             client_ip: ClientIpResolver::default(),
             timeout: Timeout::new(palisade_http::timeout::DEFAULT_TIMEOUT),
             body_limit: palisade_http::body_limit::DEFAULT_BODY_LIMIT,
@@ -142,6 +144,7 @@ impl<A, R> SecureStack<A, R> {
             headers: self.headers,
             cors: self.cors,
             trusted_origins: self.trusted_origins,
+            plain_http: self.plain_http,
             client_ip: self.client_ip,
             timeout: self.timeout,
             body_limit: self.body_limit,
@@ -166,6 +169,15 @@ impl<A, R> SecureStack<A, R> {
     /// Trusts a cross-site origin for state-changing requests, beyond the CORS origins.
     pub fn trust_origin(mut self, origin: impl Into<String>) -> Self {
         self.trusted_origins.push(origin.into());
+        self
+    }
+
+    /// The service's own pages are served over plain `http` (local
+    /// development without TLS): a browser that sends no `Sec-Fetch-Site`
+    /// is judged against `http://` and `Host` as the service's own origin,
+    /// not `https://`. Browsers that send the header are not affected.
+    pub fn served_over_http(mut self) -> Self {
+        self.plain_http = true;
         self
     }
 
@@ -197,14 +209,16 @@ impl<A, R> SecureStack<A, R> {
     pub fn build(self) -> Result<SecureLayer<A, R>, ConfigError> {
         let cors = self.cors.build()?;
         let request_id = RequestIdLayer::new();
+        let own = if self.plain_http {
+            CrossOriginProtection::new().served_over_http()
+        } else {
+            CrossOriginProtection::new()
+        };
         let cross_origin = cors
             .origins()
             .map(str::to_owned)
             .chain(self.trusted_origins)
-            .fold(
-                CrossOriginProtection::new(),
-                CrossOriginProtection::trust_origin,
-            )
+            .fold(own, CrossOriginProtection::trust_origin)
             .build()?;
         Ok(SecureLayer {
             request_id,

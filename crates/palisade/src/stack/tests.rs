@@ -171,6 +171,42 @@ async fn preflights_and_cross_site_posts() {
     assert_eq!(body, "changed");
 }
 
+/// A browser without `Sec-Fetch-Site` posting from the service's own page:
+/// `https://` + `Host` by default; `http://` + `Host` only for a stack
+/// declared as served over plain http.
+#[tokio::test]
+async fn the_own_origin_is_https_unless_the_stack_is_served_over_http() {
+    let stack = |plain: bool| {
+        let stack = SecureStack::api();
+        let stack = if plain {
+            stack.served_over_http()
+        } else {
+            stack
+        };
+        stack
+            .build()
+            .unwrap()
+            .apply(Router::new().route("/form", post(|| async { "changed" })))
+    };
+    let post_from = |origin: &str| {
+        req(
+            "POST",
+            "/form",
+            &[("host", "app.example.com"), ("origin", origin)],
+            "",
+        )
+    };
+    for (plain, origin, expected) in [
+        (false, "https://app.example.com", 200),
+        (false, "http://app.example.com", 403),
+        (true, "http://app.example.com", 200),
+        (true, "https://evil.example", 403),
+    ] {
+        let res = stack(plain).oneshot(post_from(origin)).await.unwrap();
+        assert_eq!(res.status(), expected, "plain http {plain}, {origin}");
+    }
+}
+
 #[tokio::test]
 async fn a_client_outside_a_route_allowlist_gets_a_hardened_403_problem() {
     let (status, h, body) = send(req("GET", "/admin", &[], "")).await;
