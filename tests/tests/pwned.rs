@@ -155,10 +155,12 @@ fn a_hanging_api_delays_registration_by_its_deadline_at_most_then_the_open_break
 
     // Hanging: each registration waits for the 2 s deadline, then proceeds.
     stub.set_mode(Mode::Hang);
+    let mut hanging = Duration::MAX;
     for n in 10..13 {
         let (res, took) = register(backend.addr, n, BREACHED);
         assert_eq!(res.status, 201, "fail open: {}", res.text());
         assert!(took < Duration::from_secs(3), "{took:?}");
+        hanging = hanging.min(took);
     }
     assert!(fail_open_warnings(&backend) >= 3);
 
@@ -176,10 +178,20 @@ fn a_hanging_api_delays_registration_by_its_deadline_at_most_then_the_open_break
         calls,
         "no call while the breaker is open"
     );
-    let open = median(open);
+    // "By nothing": no call reached the API (above), and no registration
+    // waited for the deadline: each is at least 1 s quicker than the
+    // quickest that did (2 s apart, less the hashing's jitter). A bound
+    // over the baseline would measure the hashing pool's load, not the
+    // breaker (a loaded run took 279 ms against a 102 ms baseline).
+    let slowest = open.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "registration with the breaker open: median {:?}, slowest {slowest:?}; \
+         with an answering API {baseline:?}, with a hanging one {hanging:?} or more",
+        median(open)
+    );
     assert!(
-        open < baseline + Duration::from_millis(50),
-        "breaker open: {open:?} against {baseline:?} with an answering API"
+        slowest + Duration::from_secs(1) < hanging,
+        "breaker open: {slowest:?}, against {hanging:?} waiting for the deadline"
     );
     let text = metrics(backend.addr);
     assert!(
