@@ -247,6 +247,26 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// [`exchange`](Self::exchange) for a probe meant to provoke an error:
+    /// an answer below 400 is noted (nothing to judge) and gives `None`.
+    async fn error_exchange(
+        &self,
+        log: &mut Log,
+        req: &Request,
+        expected: &str,
+    ) -> Option<Response> {
+        let res = self.exchange(log, req, expected).await?;
+        if res.status < 400 {
+            log.note(format!(
+                "{} answered {}, not an error",
+                show_req(req),
+                res.status
+            ));
+            return None;
+        }
+        Some(res)
+    }
+
     fn missing_path(&self) -> String {
         format!("/palisade-audit-{}-missing", self.tag)
     }
@@ -310,19 +330,11 @@ impl<'a> Ctx<'a> {
         let mut errors = 0;
         for req in probes {
             let Some(res) = self
-                .exchange(log, &req, "an error answer with nosniff and a CSP")
+                .error_exchange(log, &req, "an error answer with nosniff and a CSP")
                 .await
             else {
                 continue;
             };
-            if res.status < 400 {
-                log.note(format!(
-                    "{} answered {}, not an error",
-                    show_req(&req),
-                    res.status
-                ));
-                continue;
-            }
             errors += 1;
             let shown = show_res(&res, &["x-content-type-options", "content-security-policy"]);
             if !res
@@ -480,17 +492,9 @@ impl<'a> Ctx<'a> {
             );
         }
         for req in probes {
-            let Some(res) = self.exchange(log, &req, "a problem+json error").await else {
+            let Some(res) = self.error_exchange(log, &req, "a problem+json error").await else {
                 continue;
             };
-            if res.status < 400 {
-                log.note(format!(
-                    "{} answered {}, not an error",
-                    show_req(&req),
-                    res.status
-                ));
-                continue;
-            }
             let ct = res.header("content-type").unwrap_or_default();
             if !ct
                 .to_ascii_lowercase()
